@@ -1,0 +1,15 @@
+//! The contract between the browser and the server: wire types, error kinds, validation and
+//! the server functions. Compiles for both targets; server-only bodies reach `jobs` under `ssr`.
+
+mod error;
+mod server_fns;
+mod types;
+mod validate;
+
+pub use error::{ApiError, ErrorKind};
+pub use server_fns::*;
+pub use types::*;
+pub use validate::{check_prompt, resolve_params};
+
+/// Longest prompt accepted, in characters after trimming.
+pub const MAX_PROMPT_CHARS: usize = 1000;

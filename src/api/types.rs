@@ -1,0 +1,172 @@
+//! Wire types shared by the browser, the server functions and the JSON API (camelCase JSON).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::ErrorKind;
+
+/// What a visitor or script asks for. Everything but the prompt is optional and falls back to
+/// the model's defaults; the seed is chosen when missing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateParams {
+    pub prompt: String,
+    #[serde(default)]
+    pub negative_prompt: String,
+    #[serde(default, deserialize_with = "blank_as_none")]
+    pub width: Option<u32>,
+    #[serde(default, deserialize_with = "blank_as_none")]
+    pub height: Option<u32>,
+    #[serde(default, deserialize_with = "blank_as_none")]
+    pub steps: Option<u32>,
+    #[serde(default, deserialize_with = "blank_as_none")]
+    pub guidance: Option<f64>,
+    #[serde(default, deserialize_with = "blank_as_none")]
+    pub seed: Option<u32>,
+    #[serde(default, deserialize_with = "blank_string_as_none")]
+    pub model: Option<String>,
+}
+
+/// Numbers arrive as JSON numbers from scripts and as strings from HTML forms, where an empty
+/// field means "use the default".
+fn blank_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr + Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText<T> {
+        Number(T),
+        Text(String),
+    }
+    match Option::<NumberOrText<T>>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumberOrText::Number(n)) => Ok(Some(n)),
+        Some(NumberOrText::Text(s)) if s.trim().is_empty() => Ok(None),
+        Some(NumberOrText::Text(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a valid number: {e}"))),
+    }
+}
+
+fn blank_string_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.trim().is_empty()))
+}
+
+/// The parameters a job really runs with, after validation and defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub guidance: f64,
+    pub seed: u32,
+    pub model: String,
+}
+
+/// A model the server offers, with the limits a request must respect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSummary {
+    pub name: String,
+    pub kind: String,
+    pub default_width: u32,
+    pub default_height: u32,
+    pub min_size: u32,
+    pub max_width: u32,
+    pub max_height: u32,
+    pub default_steps: u32,
+    pub max_steps: u32,
+    pub default_guidance: f64,
+    pub min_guidance: f64,
+    pub max_guidance: f64,
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    pub queued_ms: u64,
+    pub inference_ms: u64,
+    pub total_ms: u64,
+}
+
+/// A job's failure as the client sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFailure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// The life of a job: queued -> processing -> completed | failed | cancelled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase", rename_all_fields = "camelCase")]
+pub enum JobState {
+    Queued {
+        /// 0 means next in line.
+        position: u32,
+        eta_ms: Option<u64>,
+    },
+    Processing {
+        step: u32,
+        total: u32,
+        preview_url: Option<String>,
+    },
+    Completed {
+        image_url: String,
+        width: u32,
+        height: u32,
+        seed: u32,
+        timings: Timings,
+    },
+    Failed {
+        error: JobFailure,
+    },
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed { .. } | Self::Failed { .. } | Self::Cancelled)
+    }
+
+    /// The SSE event name for this state.
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            Self::Queued { .. } => "queued",
+            Self::Processing { .. } => "progress",
+            Self::Completed { .. } => "completed",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One job as every reader sees it: `{"jobId": .., "status": .., ..state fields, "params": ..}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub job_id: String,
+    #[serde(flatten)]
+    pub state: JobState,
+    pub params: ResolvedParams,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// The image URL of a job (also the download).
+pub fn image_url(job_id: &str) -> String {
+    format!("/api/images/{job_id}.png")
+}
+
+/// The live preview URL of a running job; `step` makes each preview a distinct URL.
+pub fn preview_url(job_id: &str, step: u32) -> String {
+    format!("/api/images/{job_id}/preview.png?step={step}")
+}

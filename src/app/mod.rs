@@ -1,0 +1,54 @@
+//! The UI: the HTML shell, the router and the pages. Compiles for both targets; it talks to the
+//! server only through `crate::api`.
+
+mod generator;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    StaticSegment,
+};
+
+/// The document around the app, rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light dark"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Effects run only in the browser: the mark tells tests (and curious people) that the
+    // WASM has taken over the server-rendered page.
+    Effect::new(|_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
+    view! {
+        <Stylesheet id="leptos" href="/pkg/easel.css"/>
+        <Title text="easel — text to image"/>
+        <Router>
+            <main>
+                <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                    <Route path=StaticSegment("") view=generator::GeneratorPage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}

@@ -1,0 +1,19 @@
+//! Jobs: the queue between the web and the engine. A job is stored (`store`), claimed by the
+//! worker thread that owns the loaded model (`worker`), and read back by status requests and
+//! event streams (`service`). The job record and its state machine (`job`) are pure.
+
+#[cfg(not(easel_no_engine))]
+mod engine_painter;
+mod job;
+mod service;
+mod sqlite;
+mod store;
+mod worker;
+
+#[cfg(not(easel_no_engine))]
+pub use engine_painter::{offered_models, EnginePainter};
+pub use job::{Job, Outcome, Status, MAX_ATTEMPTS};
+pub use service::{now_ms, Client, JobService, QueueLimits};
+pub use sqlite::SqliteStore;
+pub use store::{Enqueued, JobCounts, JobStore, QueueAhead, Recovery};
+pub use worker::{OnStep, PaintError, Painter, Worker, WorkerHandle};

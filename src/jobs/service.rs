@@ -1,0 +1,307 @@
+//! The job service: what server functions and JSON handlers call (submit, status, cancel,
+//! history, images) and what the worker reports to (progress, cancel flags, step times).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, watch, Notify};
+use uuid::Uuid;
+
+use super::store::{Enqueued, JobCounts, JobStore};
+use super::{Job, Status};
+use crate::api::{resolve_params, ApiError, ErrorKind, GenerateParams, JobView, ModelSummary};
+
+/// Who is asking: the resolved client IP (the fairness key) and the browser's visitor cookie.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Client {
+    pub ip: IpAddr,
+    pub visitor: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct QueueLimits {
+    /// Waiting jobs at most; beyond, submits get `queue_full`.
+    pub max_queued: u32,
+    /// Queued or processing jobs per client at most; beyond, submits get `busy`.
+    pub max_active_per_client: u32,
+    /// How many recent jobs a visitor's history shows.
+    pub history_len: u32,
+}
+
+#[derive(Clone)]
+pub struct JobService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn JobStore>,
+    limits: QueueLimits,
+    models: Vec<ModelSummary>,
+    default_model: String,
+    /// "Job X changed": wakes event streams of this instance without polling the store.
+    changes: broadcast::Sender<Uuid>,
+    work: Notify,
+    /// Cancel flags of the jobs this instance's worker is running.
+    running: Mutex<HashMap<Uuid, Arc<AtomicBool>>>,
+    /// Smoothed milliseconds per denoising step, measured by the worker; feeds queue ETAs.
+    ms_per_step: Mutex<Option<f64>>,
+    accepting: AtomicBool,
+    ready: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn internal(context: &str, e: anyhow::Error) -> ApiError {
+    tracing::error!(error = format!("{e:#}"), "{context}");
+    ApiError::internal()
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found("job"))
+}
+
+impl JobService {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        limits: QueueLimits,
+        models: Vec<ModelSummary>,
+        default_model: String,
+    ) -> Self {
+        let (changes, _) = broadcast::channel(1024);
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                limits,
+                models,
+                default_model,
+                changes,
+                work: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                ms_per_step: Mutex::new(None),
+                accepting: AtomicBool::new(true),
+                ready: AtomicBool::new(false),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn models(&self) -> &[ModelSummary] {
+        &self.inner.models
+    }
+
+    pub fn default_model(&self) -> &str {
+        &self.inner.default_model
+    }
+
+    /// Validates and queues a job; answers at once, never waiting for inference.
+    pub async fn submit(&self, params: &GenerateParams, client: &Client) -> Result<JobView, ApiError> {
+        let resolved = resolve_params(params, &self.inner.models, &self.inner.default_model, rand::random())?;
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(ApiError::new(ErrorKind::NotReady, "The server is restarting; try again in a few seconds.")
+                .retry_after(5));
+        }
+        let job = Job::new(resolved, client.ip.to_string(), client.visitor.clone(), now_ms());
+        let limits = &self.inner.limits;
+        let outcome = self
+            .inner
+            .store
+            .enqueue(&job, limits.max_queued, limits.max_active_per_client)
+            .await
+            .map_err(|e| internal("enqueue failed", e))?;
+        match outcome {
+            Enqueued::Accepted => {
+                metrics::counter!("easel_jobs_submitted_total").increment(1);
+                self.inner.work.notify_one();
+                self.changed(job.id);
+                self.view(&job).await.map_err(|e| internal("reading a new job", e))
+            }
+            Enqueued::QueueFull => {
+                let wait = self.eta_secs_for_one_slot();
+                Err(ApiError::new(
+                    ErrorKind::QueueFull,
+                    format!("The queue is full ({} waiting); try again in about {wait} s.", limits.max_queued),
+                )
+                .retry_after(wait))
+            }
+            Enqueued::Busy => Err(ApiError::new(
+                ErrorKind::Busy,
+                "You already have an image being painted; wait for it or cancel it first.",
+            )
+            .retry_after(self.eta_secs_for_one_slot())),
+        }
+    }
+
+    pub async fn status(&self, id: &str) -> Result<JobView, ApiError> {
+        let job = self.job(id).await?;
+        self.view(&job).await.map_err(|e| internal("reading a job", e))
+    }
+
+    /// Cancels a queued job at once, or a processing one within a denoising step.
+    pub async fn cancel(&self, id: &str) -> Result<JobView, ApiError> {
+        let id = parse_id(id)?;
+        let job = self
+            .inner
+            .store
+            .request_cancel(id, now_ms())
+            .await
+            .map_err(|e| internal("cancel failed", e))?
+            .ok_or_else(|| ApiError::not_found("job"))?;
+        if job.status == Status::Processing {
+            if let Some(flag) = self.inner.running.lock().expect("running map").get(&id) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+        self.changed(id);
+        self.view(&job).await.map_err(|e| internal("reading a job", e))
+    }
+
+    /// The visitor's recent jobs, newest first.
+    pub async fn recent(&self, visitor: Option<&str>) -> Result<Vec<JobView>, ApiError> {
+        let Some(visitor) = visitor else { return Ok(Vec::new()) };
+        let jobs = self
+            .inner
+            .store
+            .recent_for_visitor(visitor, self.inner.limits.history_len)
+            .await
+            .map_err(|e| internal("reading history", e))?;
+        let mut views = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            views.push(self.view(job).await.map_err(|e| internal("reading history", e))?);
+        }
+        Ok(views)
+    }
+
+    /// The finished PNG of a job.
+    pub async fn image(&self, id: &str) -> Result<Vec<u8>, ApiError> {
+        let id = parse_id(id)?;
+        self.inner
+            .store
+            .image(id)
+            .await
+            .map_err(|e| internal("reading an image", e))?
+            .ok_or_else(|| ApiError::not_found("image"))
+    }
+
+    /// The latest preview of a running job.
+    pub async fn preview(&self, id: &str) -> Result<Vec<u8>, ApiError> {
+        let id = parse_id(id)?;
+        self.inner
+            .store
+            .preview(id)
+            .await
+            .map_err(|e| internal("reading a preview", e))?
+            .ok_or_else(|| ApiError::not_found("preview"))
+    }
+
+    pub async fn counts(&self) -> anyhow::Result<JobCounts> {
+        self.inner.store.counts().await
+    }
+
+    /// Notifications "job X changed" for event streams.
+    pub fn subscribe(&self) -> broadcast::Receiver<Uuid> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Becomes true once when the server starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Graceful shutdown: refuse new jobs and end event streams.
+    pub fn stop_accepting(&self) {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        self.inner.shutdown.send_replace(true);
+        self.inner.work.notify_waiters();
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+    }
+
+    async fn job(&self, id: &str) -> Result<Job, ApiError> {
+        let id = parse_id(id)?;
+        self.inner
+            .store
+            .get(id)
+            .await
+            .map_err(|e| internal("reading a job", e))?
+            .ok_or_else(|| ApiError::not_found("job"))
+    }
+
+    async fn view(&self, job: &Job) -> anyhow::Result<JobView> {
+        let queue = if job.status == Status::Queued {
+            let ahead = self.inner.store.queue_ahead(job).await?;
+            let eta = self.ms_per_step().map(|ms| ((ahead.steps_ahead + job.params.steps as u64) as f64 * ms) as u64);
+            Some((ahead.position, eta))
+        } else {
+            None
+        };
+        Ok(job.view(queue))
+    }
+
+    fn eta_secs_for_one_slot(&self) -> u64 {
+        let per_job_ms = self.ms_per_step().unwrap_or(1000.0) * 20.0;
+        ((per_job_ms / 1000.0).ceil() as u64).clamp(1, 300)
+    }
+
+    fn ms_per_step(&self) -> Option<f64> {
+        *self.inner.ms_per_step.lock().expect("step time")
+    }
+
+    // ---- what the worker reports ----
+
+    pub(super) fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    pub(super) fn changed(&self, id: Uuid) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.inner.changes.send(id);
+    }
+
+    pub(super) fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        !self.inner.accepting.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn register_running(&self, id: Uuid) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.inner.running.lock().expect("running map").insert(id, flag.clone());
+        flag
+    }
+
+    pub(super) fn unregister_running(&self, id: Uuid) {
+        self.inner.running.lock().expect("running map").remove(&id);
+    }
+
+    /// Stops every running job now (graceful shutdown ran out of time).
+    pub(super) fn cancel_all_running(&self) {
+        for flag in self.inner.running.lock().expect("running map").values() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    pub(super) fn record_step(&self, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        metrics::histogram!("easel_step_seconds").record(elapsed.as_secs_f64());
+        let mut avg = self.inner.ms_per_step.lock().expect("step time");
+        *avg = Some(match *avg {
+            Some(prev) => prev * 0.8 + ms * 0.2,
+            None => ms,
+        });
+    }
+
+    pub(super) async fn wait_for_work(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.inner.work.notified()).await;
+    }
+}

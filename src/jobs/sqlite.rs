@@ -1,0 +1,340 @@
+//! The embedded job store: SQLite (WAL) for job rows, a local directory for PNGs. Needs
+//! nothing running; one process owns it.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use uuid::Uuid;
+
+use super::store::{Enqueued, JobCounts, JobStore, QueueAhead, Recovery};
+use super::{Job, Outcome, Status};
+use crate::api::{ErrorKind, JobFailure};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    images: PathBuf,
+    /// Makes enqueue's check-then-insert atomic within this process (SQLite has one writer).
+    enqueue_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    status: String,
+    params: String,
+    client: String,
+    visitor: Option<String>,
+    step: i64,
+    preview_step: Option<i64>,
+    attempts: i64,
+    cancel_requested: bool,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    created_at_ms: i64,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+    inference_ms: Option<i64>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = anyhow::Error;
+
+    fn try_from(row: JobRow) -> anyhow::Result<Job> {
+        let failure = match (row.error_kind, row.error_message) {
+            (Some(kind), message) => Some(JobFailure {
+                kind: ErrorKind::parse(&kind).with_context(|| format!("unknown error kind {kind:?}"))?,
+                message: message.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        Ok(Job {
+            id: Uuid::parse_str(&row.id).context("job id")?,
+            params: serde_json::from_str(&row.params).context("job params")?,
+            client: row.client,
+            visitor: row.visitor,
+            status: Status::parse(&row.status).with_context(|| format!("unknown status {:?}", row.status))?,
+            step: row.step as u32,
+            preview_step: row.preview_step.map(|s| s as u32),
+            attempts: row.attempts as u32,
+            cancel_requested: row.cancel_requested,
+            failure,
+            created_at_ms: row.created_at_ms,
+            started_at_ms: row.started_at_ms,
+            finished_at_ms: row.finished_at_ms,
+            inference_ms: row.inference_ms.map(|ms| ms as u64),
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/easel.db` and `dir/images/`, and migrates the schema.
+    pub async fn open(dir: &Path) -> anyhow::Result<Self> {
+        let images = dir.join("images");
+        tokio::fs::create_dir_all(&images)
+            .await
+            .with_context(|| format!("creating {}", images.display()))?;
+        let db = dir.join("easel.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening {}", db.display()))?;
+        sqlx::migrate!().run(&pool).await.context("migrating the job database")?;
+        Ok(Self { pool, images, enqueue_lock: tokio::sync::Mutex::new(()) })
+    }
+
+    fn image_path(&self, id: Uuid) -> PathBuf {
+        self.images.join(format!("{id}.png"))
+    }
+
+    fn preview_path(&self, id: Uuid) -> PathBuf {
+        self.images.join(format!("{id}.preview.png"))
+    }
+
+    async fn count(&self, sql: &'static str, bind: &str) -> anyhow::Result<u32> {
+        let n: i64 = sqlx::query_scalar(sql).bind(bind).fetch_one(&self.pool).await?;
+        Ok(n as u32)
+    }
+}
+
+/// Writes through a temporary file so a reader never sees half a PNG.
+async fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    tokio::fs::write(&tmp, bytes).await.with_context(|| format!("writing {}", tmp.display()))?;
+    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+async fn read_if_exists(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued> {
+        let _guard = self.enqueue_lock.lock().await;
+        let active = self
+            .count("SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'processing')", &job.client)
+            .await?;
+        if active >= max_active_per_client {
+            return Ok(Enqueued::Busy);
+        }
+        let queued = self.count("SELECT COUNT(*) FROM jobs WHERE status = ?", "queued").await?;
+        if queued >= max_queued {
+            return Ok(Enqueued::QueueFull);
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, status, params, steps, client, visitor, created_at_ms)
+             VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+        )
+        .bind(job.id.to_string())
+        .bind(serde_json::to_string(&job.params)?)
+        .bind(job.params.steps as i64)
+        .bind(&job.client)
+        .bind(&job.visitor)
+        .bind(job.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .context("inserting a job")?;
+        Ok(Enqueued::Accepted)
+    }
+
+    async fn get(&self, id: Uuid) -> anyhow::Result<Option<Job>> {
+        sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Job::try_from)
+            .transpose()
+    }
+
+    async fn queue_ahead(&self, job: &Job) -> anyhow::Result<QueueAhead> {
+        let (position, steps_ahead): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE status = 'queued'),
+                    SUM(CASE WHEN status = 'queued' THEN steps ELSE steps - step END)
+             FROM jobs
+             WHERE (status = 'queued' AND seq < (SELECT seq FROM jobs WHERE id = ?1))
+                OR status = 'processing'",
+        )
+        .bind(job.id.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueAhead { position: position as u32, steps_ahead: steps_ahead.unwrap_or(0).max(0) as u64 })
+    }
+
+    async fn claim_next(&self, now_ms: i64) -> anyhow::Result<Option<Job>> {
+        sqlx::query_as::<_, JobRow>(
+            "UPDATE jobs
+             SET status = 'processing', attempts = attempts + 1, step = 0, preview_step = NULL,
+                 started_at_ms = ?1
+             WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
+               AND status = 'queued'
+             RETURNING *",
+        )
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .context("claiming a job")?
+        .map(Job::try_from)
+        .transpose()
+    }
+
+    async fn set_step(&self, id: Uuid, step: u32) -> anyhow::Result<bool> {
+        let cancel: Option<bool> = sqlx::query_scalar(
+            "UPDATE jobs SET step = ?2 WHERE id = ?1 AND status = 'processing' RETURNING cancel_requested",
+        )
+        .bind(id.to_string())
+        .bind(step as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(cancel.unwrap_or(false))
+    }
+
+    async fn finish(&self, id: Uuid, outcome: &Outcome, now_ms: i64) -> anyhow::Result<()> {
+        let id_text = id.to_string();
+        let query = match outcome {
+            Outcome::Requeue => sqlx::query(
+                "UPDATE jobs SET status = 'queued', step = 0, preview_step = NULL,
+                        attempts = MAX(attempts - 1, 0), started_at_ms = NULL
+                 WHERE id = ?1 AND status = 'processing'",
+            )
+            .bind(&id_text),
+            Outcome::Completed { inference_ms } => sqlx::query(
+                "UPDATE jobs SET status = 'completed', step = steps, finished_at_ms = ?2, inference_ms = ?3
+                 WHERE id = ?1 AND status = 'processing'",
+            )
+            .bind(&id_text)
+            .bind(now_ms)
+            .bind(*inference_ms as i64),
+            Outcome::Cancelled => sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', finished_at_ms = ?2 WHERE id = ?1 AND status = 'processing'",
+            )
+            .bind(&id_text)
+            .bind(now_ms),
+            Outcome::Failed(failure) => sqlx::query(
+                "UPDATE jobs SET status = 'failed', finished_at_ms = ?2, error_kind = ?3, error_message = ?4
+                 WHERE id = ?1 AND status = 'processing'",
+            )
+            .bind(&id_text)
+            .bind(now_ms)
+            .bind(failure.kind.as_str())
+            .bind(&failure.message),
+        };
+        query.execute(&self.pool).await.context("finishing a job")?;
+        if !matches!(outcome, Outcome::Requeue) {
+            let _ = tokio::fs::remove_file(self.preview_path(id)).await;
+        }
+        Ok(())
+    }
+
+    async fn request_cancel(&self, id: Uuid, now_ms: i64) -> anyhow::Result<Option<Job>> {
+        sqlx::query(
+            "UPDATE jobs SET
+                 status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+                 finished_at_ms = CASE WHEN status = 'queued' THEN ?2 ELSE finished_at_ms END,
+                 cancel_requested = CASE WHEN status = 'processing' THEN 1 ELSE cancel_requested END
+             WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .context("cancelling a job")?;
+        self.get(id).await
+    }
+
+    async fn recover_interrupted(&self, now_ms: i64) -> anyhow::Result<Recovery> {
+        let stranded: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, attempts FROM jobs WHERE status = 'processing'")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut recovery = Recovery::default();
+        for (id, attempts) in stranded {
+            let id = Uuid::parse_str(&id)?;
+            let outcome = Outcome::after_interruption(attempts as u32);
+            match outcome {
+                // The dead attempt counts: put back in line directly, keeping `attempts`.
+                Outcome::Requeue => {
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'queued', step = 0, preview_step = NULL, started_at_ms = NULL
+                         WHERE id = ?1 AND status = 'processing'",
+                    )
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await?;
+                    recovery.requeued += 1;
+                }
+                _ => {
+                    self.finish(id, &outcome, now_ms).await?;
+                    recovery.failed += 1;
+                }
+            }
+        }
+        Ok(recovery)
+    }
+
+    async fn recent_for_visitor(&self, visitor: &str, limit: u32) -> anyhow::Result<Vec<Job>> {
+        sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE visitor = ? ORDER BY seq DESC LIMIT ?")
+            .bind(visitor)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Job::try_from)
+            .collect()
+    }
+
+    async fn counts(&self) -> anyhow::Result<JobCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = JobCounts::default();
+        for (status, n) in rows {
+            let n = n as u64;
+            match Status::parse(&status) {
+                Some(Status::Queued) => counts.queued = n,
+                Some(Status::Processing) => counts.processing = n,
+                Some(Status::Completed) => counts.completed = n,
+                Some(Status::Failed) => counts.failed = n,
+                Some(Status::Cancelled) => counts.cancelled = n,
+                None => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn put_image(&self, id: Uuid, png: Vec<u8>) -> anyhow::Result<()> {
+        write_atomically(&self.image_path(id), &png).await
+    }
+
+    async fn image(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
+        read_if_exists(&self.image_path(id)).await
+    }
+
+    async fn put_preview(&self, id: Uuid, step: u32, png: Vec<u8>) -> anyhow::Result<()> {
+        write_atomically(&self.preview_path(id), &png).await?;
+        sqlx::query("UPDATE jobs SET preview_step = ?2 WHERE id = ?1 AND status = 'processing'")
+            .bind(id.to_string())
+            .bind(step as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn preview(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
+        read_if_exists(&self.preview_path(id)).await
+    }
+}

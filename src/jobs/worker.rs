@@ -1,0 +1,207 @@
+//! The worker: a plain thread that owns the loaded model, claims jobs in FIFO order and runs
+//! them, so the async runtime never blocks on inference.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use tokio::runtime::Handle;
+
+use super::service::now_ms;
+use super::{Job, JobService, Outcome};
+use crate::api::{ErrorKind, JobFailure, ResolvedParams};
+
+/// Why painting stopped without an image.
+#[derive(Debug)]
+pub enum PaintError {
+    Cancelled,
+    Failed(JobFailure),
+}
+
+/// Step callback: (step, total, preview).
+pub type OnStep<'a> = dyn FnMut(u32, u32, Option<&RgbImage>) + 'a;
+
+/// What the worker needs from an engine: keep one model loaded, paint a PNG.
+pub trait Painter: Send + 'static {
+    /// Makes `model` the loaded one, loading it if another (or none) is.
+    fn prepare(&mut self, model: &str) -> Result<(), JobFailure>;
+    /// Paints the image and returns the PNG; checks `cancel` between steps.
+    fn paint(&self, params: &ResolvedParams, on_step: &mut OnStep<'_>, cancel: &AtomicBool) -> Result<Vec<u8>, PaintError>;
+}
+
+pub struct Worker {
+    service: JobService,
+    painter: Box<dyn Painter>,
+    default_model: String,
+    job_timeout: Duration,
+    runtime: Handle,
+    control: Arc<Control>,
+}
+
+#[derive(Default)]
+struct Control {
+    /// Finish the current job, then exit.
+    stop: AtomicBool,
+    /// Stop the current job now and put it back in line.
+    requeue: AtomicBool,
+}
+
+/// Owns the worker thread.
+pub struct WorkerHandle {
+    thread: JoinHandle<()>,
+    control: Arc<Control>,
+    service: JobService,
+}
+
+impl WorkerHandle {
+    /// Graceful stop: the running job may finish within `grace`; after that it is re-queued.
+    pub fn shutdown(self, grace: Duration) {
+        self.control.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !self.thread.is_finished() {
+            tracing::warn!("the running job did not finish within {grace:?}; re-queueing it");
+            self.control.requeue.store(true, Ordering::SeqCst);
+            self.service.cancel_all_running();
+        }
+        if self.thread.join().is_err() {
+            tracing::error!("the worker thread panicked");
+        }
+    }
+}
+
+impl Worker {
+    pub fn spawn(
+        service: JobService,
+        painter: Box<dyn Painter>,
+        default_model: String,
+        job_timeout: Duration,
+        runtime: Handle,
+    ) -> anyhow::Result<WorkerHandle> {
+        let control = Arc::new(Control::default());
+        let worker = Worker { service: service.clone(), painter, default_model, job_timeout, runtime, control: control.clone() };
+        let thread = std::thread::Builder::new().name("easel-worker".into()).spawn(move || worker.run())?;
+        Ok(WorkerHandle { thread, control, service })
+    }
+
+    fn run(mut self) {
+        let started = Instant::now();
+        match self.painter.prepare(&self.default_model) {
+            Ok(()) => {
+                tracing::info!(model = %self.default_model, secs = started.elapsed().as_secs_f64(), "model loaded");
+                self.service.set_ready(true);
+            }
+            Err(e) => tracing::error!(model = %self.default_model, "cannot load the default model: {}", e.message),
+        }
+        while !self.control.stop.load(Ordering::SeqCst) {
+            let claimed = self.runtime.block_on(self.service.store().claim_next(now_ms()));
+            match claimed {
+                Ok(Some(job)) => self.run_job(job),
+                Ok(None) => {
+                    if self.service.is_stopping() {
+                        break;
+                    }
+                    self.runtime.block_on(self.service.wait_for_work(Duration::from_millis(500)));
+                }
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "claiming a job failed");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        tracing::info!("worker stopped");
+    }
+
+    fn run_job(&mut self, job: Job) {
+        let id = job.id;
+        tracing::info!(job = %id, model = %job.params.model, steps = job.params.steps, attempt = job.attempts, "job started");
+        let cancel = self.service.register_running(id);
+        self.service.changed(id);
+        let started = Instant::now();
+        let outcome = self.paint(&job, &cancel, started);
+        let store = self.service.store().clone();
+        if let Err(e) = self.runtime.block_on(store.finish(id, &outcome, now_ms())) {
+            tracing::error!(job = %id, error = format!("{e:#}"), "recording a job's end failed");
+        }
+        let (state, kind) = match &outcome {
+            Outcome::Completed { .. } => ("completed", ""),
+            Outcome::Failed(f) => ("failed", f.kind.as_str()),
+            Outcome::Cancelled => ("cancelled", ""),
+            Outcome::Requeue => ("requeued", ""),
+        };
+        metrics::counter!("easel_jobs_finished_total", "state" => state, "kind" => kind).increment(1);
+        tracing::info!(job = %id, state, kind, ms = started.elapsed().as_millis() as u64, "job ended");
+        self.service.unregister_running(id);
+        self.service.changed(id);
+    }
+
+    fn paint(&mut self, job: &Job, cancel: &AtomicBool, started: Instant) -> Outcome {
+        if let Err(failure) = self.painter.prepare(&job.params.model) {
+            return Outcome::Failed(failure);
+        }
+        let (service, runtime, timeout) = (&self.service, &self.runtime, self.job_timeout);
+        let store = service.store().clone();
+        let mut timed_out = false;
+        let mut last_step = Instant::now();
+        let mut on_step = |step: u32, _total: u32, preview: Option<&RgbImage>| {
+            service.record_step(last_step.elapsed());
+            last_step = Instant::now();
+            match runtime.block_on(store.set_step(job.id, step)) {
+                Ok(true) => cancel.store(true, Ordering::SeqCst),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = %job.id, error = format!("{e:#}"), "recording progress failed"),
+            }
+            if started.elapsed() > timeout {
+                timed_out = true;
+                cancel.store(true, Ordering::SeqCst);
+            }
+            if let Some(png) = preview.and_then(encode_preview) {
+                if let Err(e) = runtime.block_on(store.put_preview(job.id, step, png)) {
+                    tracing::warn!(job = %job.id, error = format!("{e:#}"), "storing a preview failed");
+                }
+            }
+            service.changed(job.id);
+        };
+        let painter = &self.painter;
+        let result = catch_unwind(AssertUnwindSafe(|| painter.paint(&job.params, &mut on_step, cancel)));
+        match result {
+            Ok(Ok(png)) => {
+                let inference_ms = started.elapsed().as_millis() as u64;
+                match runtime.block_on(store.put_image(job.id, png)) {
+                    Ok(()) => Outcome::Completed { inference_ms },
+                    Err(e) => {
+                        tracing::error!(job = %job.id, error = format!("{e:#}"), "storing an image failed");
+                        Outcome::failed(ErrorKind::InferenceFailed, "The image was painted but could not be saved.")
+                    }
+                }
+            }
+            Ok(Err(PaintError::Cancelled)) if timed_out => Outcome::failed(
+                ErrorKind::Timeout,
+                format!("Painting took longer than the {} s limit and was stopped.", timeout.as_secs()),
+            ),
+            Ok(Err(PaintError::Cancelled)) if self.control.requeue.load(Ordering::SeqCst) => Outcome::Requeue,
+            Ok(Err(PaintError::Cancelled)) => Outcome::Cancelled,
+            Ok(Err(PaintError::Failed(failure))) => Outcome::Failed(failure),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                tracing::error!(job = %job.id, "inference panicked: {what}");
+                Outcome::failed(ErrorKind::InferenceFailed, "The engine crashed while painting this image.")
+            }
+        }
+    }
+}
+
+fn encode_preview(img: &RgbImage) -> Option<Vec<u8>> {
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).ok()?;
+    Some(png)
+}

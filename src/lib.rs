@@ -1,0 +1,22 @@
+//! easel: a text-to-image web app. The UI (`app`) and the wire types (`api`) compile for both
+//! the browser (WASM, `hydrate`) and the server (`ssr`); everything else is server-only.
+//!
+//! Data flows one way: app -> api -> jobs -> engine; `server` wires them together.
+
+pub mod api;
+pub mod app;
+
+#[cfg(all(feature = "ssr", not(easel_no_engine)))]
+pub mod engine;
+#[cfg(feature = "ssr")]
+pub mod jobs;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// WASM entry point: takes over the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

@@ -1,0 +1,106 @@
+//! Who is asking: the client IP (the socket peer, or `X-Forwarded-For` when — and only when —
+//! the peer is a trusted proxy) and the visitor cookie that keeps a browser's history.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use cookie::{Cookie, SameSite};
+use ipnet::IpNet;
+
+use crate::jobs::Client;
+
+pub const VISITOR_COOKIE: &str = "easel_visitor";
+
+/// The client's address. Walks `X-Forwarded-For` from the right (the hop nearest to us) while
+/// the hops are trusted proxies; the first untrusted hop is the client. A peer that is not a
+/// trusted proxy is the client, whatever headers it sends.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in forwarded_for.unwrap_or("").rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // A malformed hop: stop at the last address we could trust.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// Middleware: resolves the client, puts it in the request's extensions (for handlers, server
+/// functions and the rate limiter) and gives a new browser its visitor cookie.
+pub async fn identify(
+    State(trusted): State<Arc<Vec<IpNet>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = client_ip(peer.ip(), forwarded, &trusted);
+    let existing = req
+        .headers()
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == VISITOR_COOKIE && uuid::Uuid::parse_str(c.value()).is_ok())
+        .map(|c| c.value().to_string());
+    let (visitor, is_new) = match existing {
+        Some(v) => (v, false),
+        None => (uuid::Uuid::new_v4().to_string(), true),
+    };
+    req.extensions_mut().insert(Client { ip, visitor: Some(visitor.clone()) });
+    let mut response = next.run(req).await;
+    if is_new {
+        let cookie = Cookie::build((VISITOR_COOKIE, visitor))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .max_age(cookie::time::Duration::days(365))
+            .build();
+        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_claim_another_address() {
+        assert_eq!(client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &[]), ip("203.0.113.9"));
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_forwards_the_nearest_untrusted_hop() {
+        let trusted = ["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()];
+        // The leftmost entry is whatever the client typed; the rightmost untrusted is real.
+        assert_eq!(client_ip(ip("127.0.0.1"), Some("6.6.6.6, 198.51.100.7, 10.1.2.3"), &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), None, &trusted), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("10.0.0.1"), Some("junk, 198.51.100.7"), &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("10.0.0.1"), Some("198.51.100.7, junk"), &trusted), ip("10.0.0.1"));
+    }
+}

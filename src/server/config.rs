@@ -1,0 +1,193 @@
+//! Configuration: defaults, then an optional TOML file, then `EASEL_*` environment variables
+//! and command-line flags (`easel --help` lists them all). The site address and asset paths
+//! come from Leptos.toml / `LEPTOS_*` variables.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// SQLite database and images live here.
+    pub data_dir: PathBuf,
+    /// One folder per model, each with its model.toml.
+    pub models_dir: PathBuf,
+    /// The model loaded at start and used when a request names none.
+    pub default_model: String,
+    /// Models offered to clients (folder names); empty offers every model in `models_dir`.
+    pub models: Vec<String>,
+    /// "cpu", or "gpu" (CUDA or Metal when built with that feature; falls back to the CPU).
+    pub device: String,
+    /// Waiting jobs at most; beyond, submits answer 503 queue_full.
+    pub max_queued: u32,
+    /// Active jobs per client at most; beyond, submits answer 429 busy.
+    pub max_active_per_client: u32,
+    /// A job running longer than this fails with `timeout`.
+    pub job_timeout_secs: u64,
+    /// Submits per minute per client IP (JSON API and server function together).
+    pub submits_per_minute: u32,
+    /// Sustained status/events/image requests per second per client IP ...
+    pub reads_per_second: u32,
+    /// ... and the burst allowed above that rate.
+    pub read_burst: u32,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges). Empty: nobody's.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Recent jobs shown in a visitor's history.
+    pub history_len: u32,
+    /// On SIGTERM, how long the running job may take to finish before it is re-queued.
+    pub shutdown_grace_secs: u64,
+    /// Log as JSON lines instead of text.
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: "data".into(),
+            models_dir: "models".into(),
+            default_model: "tiny".into(),
+            models: Vec::new(),
+            device: "cpu".into(),
+            max_queued: 32,
+            max_active_per_client: 1,
+            job_timeout_secs: 300,
+            submits_per_minute: 8,
+            reads_per_second: 20,
+            read_burst: 200,
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 16 * 1024,
+            history_len: 24,
+            shutdown_grace_secs: 20,
+            log_json: false,
+        }
+    }
+}
+
+/// Command-line flags; each also reads its `EASEL_*` variable. Unset ones leave the file's or
+/// the default value.
+#[derive(Debug, Parser, Serialize)]
+#[command(name = "easel", version, about = "easel: a text-to-image web app. Serves on the address in Leptos.toml (LEPTOS_SITE_ADDR overrides).")]
+struct Flags {
+    /// TOML file with any of the settings below (snake_case keys)
+    #[arg(long, env = "EASEL_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    #[arg(long, env = "EASEL_DATA_DIR", help = "Where the SQLite database and images live [default: data]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "EASEL_MODELS_DIR", help = "Folder of model folders [default: models]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models_dir: Option<PathBuf>,
+    #[arg(long, env = "EASEL_DEFAULT_MODEL", help = "Model loaded at start [default: tiny]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_model: Option<String>,
+    #[arg(long, env = "EASEL_MODELS", value_delimiter = ',', help = "Models offered, comma-separated [default: all]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models: Option<Vec<String>>,
+    #[arg(long, env = "EASEL_DEVICE", help = "cpu or gpu [default: cpu]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+    #[arg(long, env = "EASEL_MAX_QUEUED", help = "Waiting jobs at most [default: 32]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_queued: Option<u32>,
+    #[arg(long, env = "EASEL_MAX_ACTIVE_PER_CLIENT", help = "Active jobs per client IP [default: 1]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_active_per_client: Option<u32>,
+    #[arg(long, env = "EASEL_JOB_TIMEOUT_SECS", help = "Per-job time limit [default: 300]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_timeout_secs: Option<u64>,
+    #[arg(long, env = "EASEL_SUBMITS_PER_MINUTE", help = "Submits per minute per IP [default: 8]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    submits_per_minute: Option<u32>,
+    #[arg(long, env = "EASEL_READS_PER_SECOND", help = "Status/events/image requests per second per IP [default: 20]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reads_per_second: Option<u32>,
+    #[arg(long, env = "EASEL_READ_BURST", help = "Burst above that rate [default: 200]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_burst: Option<u32>,
+    #[arg(long, env = "EASEL_TRUSTED_PROXIES", value_delimiter = ',', help = "Proxies whose X-Forwarded-For is believed, comma-separated IPs or CIDRs [default: none]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_proxies: Option<Vec<IpNet>>,
+    #[arg(long, env = "EASEL_MAX_BODY_BYTES", help = "Largest request body [default: 16384]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_body_bytes: Option<usize>,
+    #[arg(long, env = "EASEL_HISTORY_LEN", help = "Jobs in a visitor's history [default: 24]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history_len: Option<u32>,
+    #[arg(long, env = "EASEL_SHUTDOWN_GRACE_SECS", help = "Time the running job gets on SIGTERM [default: 20]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shutdown_grace_secs: Option<u64>,
+    #[arg(long, env = "EASEL_LOG_JSON", help = "Log JSON lines [default: false]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_json: Option<bool>,
+}
+
+impl Config {
+    /// Reads the configuration from the process's arguments, environment and config file.
+    /// `--help` and `--version` print and exit here.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::from_flags(Flags::parse())
+    }
+
+    fn from_flags(flags: Flags) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &flags.config {
+            anyhow::ensure!(path.is_file(), "the config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(Serialized::defaults(&flags))
+            .extract()
+            .context("reading the configuration")?;
+        anyhow::ensure!(config.submits_per_minute > 0, "submits_per_minute must be at least 1");
+        anyhow::ensure!(config.reads_per_second > 0, "reads_per_second must be at least 1");
+        anyhow::ensure!(config.max_active_per_client > 0, "max_active_per_client must be at least 1");
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("easel-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("easel.toml");
+        std::fs::write(&file, "max_queued = 5\nsubmits_per_minute = 3\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+        let flags = Flags::try_parse_from([
+            "easel",
+            "--config",
+            file.to_str().unwrap(),
+            "--submits-per-minute",
+            "4",
+        ])
+        .unwrap();
+        let config = Config::from_flags(flags).unwrap();
+        assert_eq!(config.max_queued, 5);
+        assert_eq!(config.submits_per_minute, 4);
+        assert_eq!(config.trusted_proxies, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(config.history_len, Config::default().history_len);
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        let dir = std::env::temp_dir().join(format!("easel-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("easel.toml");
+        std::fs::write(&file, "max_qeued = 5\n").unwrap();
+        let flags = Flags::try_parse_from(["easel", "--config", file.to_str().unwrap()]).unwrap();
+        assert!(Config::from_flags(flags).is_err());
+        let flags = Flags::try_parse_from(["easel", "--config", "/nonexistent/easel.toml"]).unwrap();
+        assert!(Config::from_flags(flags).is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! The JSON API for scripts and other clients, plus health, readiness and metrics. Thin: each
+//! handler reads the request, calls the job service and shapes the answer.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::error::ApiJson;
+use super::state::AppState;
+use crate::api::{ApiError, GenerateParams, JobView, ModelSummary};
+use crate::jobs::{Client, JobService};
+
+pub async fn generate(
+    State(state): State<AppState>,
+    Extension(client): Extension<Client>,
+    ApiJson(params): ApiJson<GenerateParams>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let view = state.jobs.submit(&params, &client).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+pub async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(state.jobs.status(&id).await?))
+}
+
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(state.jobs.cancel(&id).await?))
+}
+
+pub async fn models(State(state): State<AppState>) -> Json<Vec<ModelSummary>> {
+    Json(state.jobs.models().to_vec())
+}
+
+/// `/api/images/{id}.png`: a finished image never changes, so it is cached for good.
+pub async fn image(State(state): State<AppState>, Path(file): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let id = file.strip_suffix(".png").ok_or_else(|| ApiError::not_found("image"))?;
+    let png = state.jobs.image(id).await?;
+    let etag = format!("\"{id}\"");
+    if headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
+    }
+    Ok((
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("image/png")),
+            (CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
+            (ETAG, HeaderValue::from_str(&etag).map_err(|_| ApiError::internal())?),
+        ],
+        png,
+    )
+        .into_response())
+}
+
+/// `/api/images/{id}/preview.png`: the latest preview of a running job; never cached.
+pub async fn preview(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let png = state.jobs.preview(&id).await?;
+    Ok(([(CONTENT_TYPE, "image/png"), (CACHE_CONTROL, "no-store")], png).into_response())
+}
+
+/// `/api/jobs/{id}/events`: the job's states as Server-Sent Events, ending at a terminal one.
+/// Event names: queued, progress, completed, failed, cancelled; data: the job as JSON.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let first = state.jobs.status(&id).await?;
+    Ok(Sse::new(job_events(state.jobs.clone(), first)).keep_alive(KeepAlive::default()))
+}
+
+fn job_events(jobs: JobService, first: JobView) -> impl Stream<Item = Result<Event, Infallible>> {
+    async_stream::stream! {
+        let mut changes = jobs.subscribe();
+        let mut shutdown = jobs.shutdown_signal();
+        let id = first.job_id.clone();
+        let mut last = None;
+        let mut current = Some(first);
+        loop {
+            if let Some(view) = current.take() {
+                if last.as_ref() != Some(&view) {
+                    let terminal = view.state.is_terminal();
+                    if let Ok(event) = Event::default().event(view.state.event_name()).json_data(&view) {
+                        yield Ok(event);
+                    }
+                    if terminal {
+                        break;
+                    }
+                    last = Some(view);
+                }
+            }
+            // Wake on a change of this job, or every second anyway: queue positions move when
+            // other jobs change, and another instance's worker does not notify this one.
+            tokio::select! {
+                changed = changes.recv() => match changed {
+                    Ok(changed) if changed.to_string() != id => continue,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => break,
+            }
+            match jobs.status(&id).await {
+                Ok(view) => current = Some(view),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.jobs.is_ready() {
+        Json(serde_json::json!({ "ready": true, "model": state.jobs.default_model() })).into_response()
+    } else {
+        ApiError::new(crate::api::ErrorKind::NotReady, "The model is still loading.").retry_after(5).into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match state.jobs.counts().await {
+        Ok(counts) => {
+            metrics::gauge!("easel_queue_depth").set(counts.queued as f64);
+            for (status, n) in [
+                ("queued", counts.queued),
+                ("processing", counts.processing),
+                ("completed", counts.completed),
+                ("failed", counts.failed),
+                ("cancelled", counts.cancelled),
+            ] {
+                metrics::gauge!("easel_jobs", "state" => status).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "counting jobs for metrics failed"),
+    }
+    metrics::gauge!("easel_model_ready").set(if state.jobs.is_ready() { 1.0 } else { 0.0 });
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}

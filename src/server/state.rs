@@ -1,0 +1,14 @@
+//! The one state every handler and server function reaches.
+
+use axum::extract::FromRef;
+use leptos::prelude::LeptosOptions;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::jobs::JobService;
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub jobs: JobService,
+    pub metrics: PrometheusHandle,
+}
