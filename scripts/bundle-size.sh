@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkg=target/site/pkg
 total=0
-for f in "$pkg"/easel_bg.wasm "$pkg"/easel.js "$pkg"/easel.css; do
+for f in "$pkg"/easel.wasm "$pkg"/easel.js "$pkg"/easel.css; do
     [ -f "$f" ] || { echo "missing $f: run cargo leptos build --release first" >&2; exit 1; }
     raw=$(wc -c <"$f")
     gz=$(gzip -9 -c "$f" | wc -c)

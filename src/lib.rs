@@ -6,7 +6,7 @@
 pub mod api;
 pub mod app;
 
-#[cfg(all(feature = "ssr", not(easel_no_engine)))]
+#[cfg(feature = "ssr")]
 pub mod engine;
 #[cfg(feature = "ssr")]
 pub mod jobs;

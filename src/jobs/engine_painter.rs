@@ -86,7 +86,7 @@ pub fn offered_models(models_dir: &std::path::Path, names: &[String]) -> anyhow:
         .into_iter()
         .map(|s| ModelSummary {
             name: s.name.clone(),
-            kind: s.kind.to_string(),
+            kind: s.kind.as_str().to_string(),
             default_width: s.default_width,
             default_height: s.default_height,
             min_size: MIN_SIDE,

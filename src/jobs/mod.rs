@@ -2,7 +2,6 @@
 //! worker thread that owns the loaded model (`worker`), and read back by status requests and
 //! event streams (`service`). The job record and its state machine (`job`) are pure.
 
-#[cfg(not(easel_no_engine))]
 mod engine_painter;
 mod job;
 mod service;
@@ -10,7 +9,6 @@ mod sqlite;
 mod store;
 mod worker;
 
-#[cfg(not(easel_no_engine))]
 pub use engine_painter::{offered_models, EnginePainter};
 pub use job::{Job, Outcome, Status, MAX_ATTEMPTS};
 pub use service::{now_ms, Client, JobService, QueueLimits};

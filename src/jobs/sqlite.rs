@@ -338,3 +338,37 @@ impl JobStore for SqliteStore {
         read_if_exists(&self.preview_path(id)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_sqlite_store_keeps_the_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        super::super::store::contract::check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn jobs_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = crate::api::ResolvedParams {
+            prompt: "kept".into(),
+            negative_prompt: "blur".into(),
+            width: 64,
+            height: 128,
+            steps: 3,
+            guidance: 2.5,
+            seed: 9,
+            model: "tiny".into(),
+        };
+        let job = Job::new(params, "c".into(), None, 5);
+        {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            store.enqueue(&job, 10, 10).await.unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert_eq!(store.get(job.id).await.unwrap().unwrap(), job);
+    }
+}

@@ -98,14 +98,12 @@ impl Worker {
             }
             Err(e) => tracing::error!(model = %self.default_model, "cannot load the default model: {}", e.message),
         }
-        while !self.control.stop.load(Ordering::SeqCst) {
+        // Once shutdown begins, the queue stays as it is for the next start.
+        while !self.control.stop.load(Ordering::SeqCst) && !self.service.is_stopping() {
             let claimed = self.runtime.block_on(self.service.store().claim_next(now_ms()));
             match claimed {
                 Ok(Some(job)) => self.run_job(job),
                 Ok(None) => {
-                    if self.service.is_stopping() {
-                        break;
-                    }
                     self.runtime.block_on(self.service.wait_for_work(Duration::from_millis(500)));
                 }
                 Err(e) => {
@@ -204,4 +202,75 @@ fn encode_preview(img: &RgbImage) -> Option<Vec<u8>> {
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).ok()?;
     Some(png)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{GenerateParams, ModelSummary};
+    use crate::jobs::{Client, QueueLimits, SqliteStore};
+
+    /// Panics on prompts containing "panic", paints a 1-pixel "PNG" otherwise. Stands in for the
+    /// engine only to prove the worker survives a panic inside inference.
+    struct Flaky;
+
+    impl Painter for Flaky {
+        fn prepare(&mut self, _model: &str) -> Result<(), JobFailure> {
+            Ok(())
+        }
+        fn paint(&self, params: &ResolvedParams, on_step: &mut OnStep<'_>, _cancel: &AtomicBool) -> Result<Vec<u8>, PaintError> {
+            on_step(1, params.steps, None);
+            assert!(!params.prompt.contains("panic"), "the engine blew up");
+            Ok(vec![1])
+        }
+    }
+
+    fn model() -> ModelSummary {
+        ModelSummary {
+            name: "tiny".into(),
+            kind: "sd15".into(),
+            default_width: 64,
+            default_height: 64,
+            min_size: 64,
+            max_width: 64,
+            max_height: 64,
+            default_steps: 1,
+            max_steps: 4,
+            default_guidance: 1.0,
+            min_guidance: 0.0,
+            max_guidance: 10.0,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_fails_that_job_and_the_worker_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let limits = QueueLimits { max_queued: 10, max_active_per_client: 10, history_len: 10 };
+        let service = JobService::new(Arc::new(store), limits, vec![model()], "tiny".into());
+        let handle = Worker::spawn(service.clone(), Box::new(Flaky), "tiny".into(), Duration::from_secs(10), Handle::current()).unwrap();
+        let client = Client { ip: "127.0.0.1".parse().unwrap(), visitor: None };
+        let submit = |prompt: &str| GenerateParams { prompt: prompt.into(), ..Default::default() };
+        let bad = service.submit(&submit("please panic"), &client).await.unwrap();
+        let good = service.submit(&submit("a fox"), &client).await.unwrap();
+        let ids = [bad.job_id.clone(), good.job_id.clone()];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = |id: &str| {
+            let service = service.clone();
+            let id = id.to_string();
+            async move { service.status(&id).await.unwrap().state }
+        };
+        while !(status(&ids[0]).await.is_terminal() && status(&ids[1]).await.is_terminal()) {
+            assert!(Instant::now() < deadline, "jobs never finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match status(&ids[0]).await {
+            crate::api::JobState::Failed { error } => assert_eq!(error.kind, ErrorKind::InferenceFailed),
+            other => panic!("expected inference_failed, got {other:?}"),
+        }
+        assert!(matches!(status(&ids[1]).await, crate::api::JobState::Completed { .. }));
+        assert_eq!(service.counts().await.unwrap().completed, 1);
+        service.stop_accepting();
+        tokio::task::spawn_blocking(move || handle.shutdown(Duration::from_secs(5))).await.unwrap();
+    }
 }

@@ -37,7 +37,7 @@ pub struct Config {
     /// ... and the burst allowed above that rate.
     pub read_burst: u32,
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges). Empty: nobody's.
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Recent jobs shown in a visitor's history.
@@ -115,7 +115,7 @@ struct Flags {
     read_burst: Option<u32>,
     #[arg(long, env = "EASEL_TRUSTED_PROXIES", value_delimiter = ',', help = "Proxies whose X-Forwarded-For is believed, comma-separated IPs or CIDRs [default: none]")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    trusted_proxies: Option<Vec<IpNet>>,
+    trusted_proxies: Option<Vec<TrustedProxy>>,
     #[arg(long, env = "EASEL_MAX_BODY_BYTES", help = "Largest request body [default: 16384]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_body_bytes: Option<usize>,
@@ -130,11 +130,57 @@ struct Flags {
     log_json: Option<bool>,
 }
 
+/// A trusted proxy: one address (`10.0.0.7`) or a range (`10.0.0.0/8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrustedProxy(pub IpNet);
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map(TrustedProxy)
+            .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR range"))
+    }
+}
+
+impl TryFrom<String> for TrustedProxy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<TrustedProxy> for String {
+    fn from(p: TrustedProxy) -> String {
+        p.0.to_string()
+    }
+}
+
 impl Config {
+    /// The trusted proxies as networks.
+    pub fn trusted_networks(&self) -> Vec<IpNet> {
+        self.trusted_proxies.iter().map(|p| p.0).collect()
+    }
+
+
     /// Reads the configuration from the process's arguments, environment and config file.
     /// `--help` and `--version` print and exit here.
     pub fn load() -> anyhow::Result<Self> {
         Self::from_flags(Flags::parse())
+    }
+
+    /// The engine's device choice from the `device` setting.
+    pub fn device(&self) -> anyhow::Result<crate::engine::DevicePreference> {
+        match self.device.as_str() {
+            "cpu" => Ok(crate::engine::DevicePreference::Cpu),
+            "gpu" => Ok(crate::engine::DevicePreference::Gpu),
+            other => anyhow::bail!("device must be \"cpu\" or \"gpu\", not {other:?}"),
+        }
     }
 
     fn from_flags(flags: Flags) -> anyhow::Result<Self> {
@@ -163,7 +209,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("easel-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("easel.toml");
-        std::fs::write(&file, "max_queued = 5\nsubmits_per_minute = 3\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+        std::fs::write(&file, "max_queued = 5\nsubmits_per_minute = 3\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\n").unwrap();
         let flags = Flags::try_parse_from([
             "easel",
             "--config",
@@ -175,7 +221,10 @@ mod tests {
         let config = Config::from_flags(flags).unwrap();
         assert_eq!(config.max_queued, 5);
         assert_eq!(config.submits_per_minute, 4);
-        assert_eq!(config.trusted_proxies, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        let expected: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.0.2.1/32".parse().unwrap()];
+        assert_eq!(config.trusted_networks(), expected);
+        assert!(Flags::try_parse_from(["easel", "--trusted-proxies", "127.0.0.1,::1,10.0.0.0/8"]).is_ok());
+        assert!(Flags::try_parse_from(["easel", "--trusted-proxies", "localhost"]).is_err());
         assert_eq!(config.history_len, Config::default().history_len);
     }
 

@@ -34,14 +34,11 @@ pub async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(leptos_options.site_addr)
         .await
         .with_context(|| format!("binding {}", leptos_options.site_addr))?;
-    #[cfg(easel_no_engine)]
-    let (models, painter): (Vec<ModelSummary>, Box<dyn Painter>) = todo!("engine not integrated yet");
-    #[cfg(not(easel_no_engine))]
     let (models, painter): (Vec<ModelSummary>, Box<dyn Painter>) = (
         jobs::offered_models(&config.models_dir, &config.models)?,
         Box::new(jobs::EnginePainter::new(
             config.models_dir.clone(),
-            crate::engine::DevicePreference::from_name(&config.device),
+            config.device()?,
         )),
     );
     run(config, leptos_options, listener, models, painter, shutdown_signal()).await
@@ -108,7 +105,9 @@ pub async fn run(
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal, not in files, pipes or CI logs.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 

@@ -66,7 +66,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .merge(site)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(from_fn(count_responses))
-        .layer(from_fn_with_state(Arc::new(config.trusted_proxies.clone()), client::identify))
+        .layer(from_fn_with_state(Arc::new(config.trusted_networks()), client::identify))
         .with_state(state)
 }
 

@@ -1,0 +1,178 @@
+//! Noise schedules: DDIM (eta = 0) and Euler Ancestral. Written here rather than taken from
+//! candle because candle's Euler Ancestral draws its per-step noise from the device RNG, which
+//! cannot be seeded on CPU; ours takes that noise from the caller (our seeded RNG).
+
+use candle_core::{Result, Tensor};
+
+use super::spec::{Prediction, SchedulerKind};
+
+const TRAIN_STEPS: usize = 1000;
+// SD's "scaled_linear" betas, shared by every model kind we run.
+const BETA_START: f64 = 0.00085;
+const BETA_END: f64 = 0.012;
+
+pub(super) struct Schedule {
+    kind: SchedulerKind,
+    prediction: Prediction,
+    timesteps: Vec<usize>,
+    alphas_cumprod: Vec<f64>,
+    /// Euler only: sigma per timestep, plus a final 0.
+    sigmas: Vec<f64>,
+    step_ratio: usize,
+}
+
+pub(super) struct StepOutput {
+    pub prev: Tensor,
+    /// The model's current estimate of the clean latents (used for previews).
+    pub pred_original: Tensor,
+}
+
+impl Schedule {
+    pub fn new(kind: SchedulerKind, prediction: Prediction, steps: usize) -> Self {
+        let (s0, s1) = (BETA_START.sqrt(), BETA_END.sqrt());
+        let mut alphas_cumprod = Vec::with_capacity(TRAIN_STEPS);
+        let mut acc = 1.0;
+        for i in 0..TRAIN_STEPS {
+            let b = s0 + (s1 - s0) * i as f64 / (TRAIN_STEPS - 1) as f64;
+            acc *= 1.0 - b * b;
+            alphas_cumprod.push(acc);
+        }
+        let step_ratio = TRAIN_STEPS / steps;
+        let timesteps: Vec<usize> = match kind {
+            // "leading" with steps_offset = 1, as in SD's scheduler configs.
+            SchedulerKind::Ddim => (0..steps).rev().map(|s| s * step_ratio + 1).collect(),
+            // "trailing", as the Turbo models were distilled with.
+            SchedulerKind::EulerAncestral => {
+                let r = TRAIN_STEPS as f64 / steps as f64;
+                (0..steps)
+                    .map(|i| {
+                        ((TRAIN_STEPS as f64 - i as f64 * r).round() as usize).saturating_sub(1)
+                    })
+                    .collect()
+            }
+        };
+        let mut sigmas: Vec<f64> = timesteps
+            .iter()
+            .map(|&t| ((1.0 - alphas_cumprod[t]) / alphas_cumprod[t]).sqrt())
+            .collect();
+        sigmas.push(0.0);
+        Self {
+            kind,
+            prediction,
+            timesteps,
+            alphas_cumprod,
+            sigmas,
+            step_ratio,
+        }
+    }
+
+    pub fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    /// Standard deviation of the initial noise.
+    pub fn init_noise_sigma(&self) -> f64 {
+        match self.kind {
+            SchedulerKind::Ddim => 1.0,
+            // Trailing spacing: the largest sigma itself.
+            SchedulerKind::EulerAncestral => self.sigmas[0],
+        }
+    }
+
+    pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor> {
+        match self.kind {
+            SchedulerKind::Ddim => Ok(sample.clone()),
+            SchedulerKind::EulerAncestral => {
+                let s = self.sigmas[index];
+                sample / (s * s + 1.0).sqrt()
+            }
+        }
+    }
+
+    /// Whether step `index` adds fresh noise (so the caller knows to draw it).
+    pub fn needs_noise(&self, index: usize) -> bool {
+        self.kind == SchedulerKind::EulerAncestral && self.sigmas[index + 1] > 0.0
+    }
+
+    /// One denoising step. `noise` (same shape as `sample`, unit normal) is required exactly
+    /// when [`Self::needs_noise`] says so.
+    pub fn step(
+        &self,
+        index: usize,
+        model_output: &Tensor,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<StepOutput> {
+        match self.kind {
+            SchedulerKind::Ddim => {
+                let t = self.timesteps[index];
+                let prev_t = t.saturating_sub(self.step_ratio);
+                let a_t = self.alphas_cumprod[t];
+                // set_alpha_to_one = false: the last step lands on alphas_cumprod[0].
+                let a_prev = self.alphas_cumprod[prev_t];
+                let (x0, eps) = match self.prediction {
+                    Prediction::Epsilon => {
+                        let x0 = ((sample - (model_output * (1.0 - a_t).sqrt())?)? / a_t.sqrt())?;
+                        (x0, model_output.clone())
+                    }
+                    Prediction::VPrediction => {
+                        let x0 = ((sample * a_t.sqrt())? - (model_output * (1.0 - a_t).sqrt())?)?;
+                        let eps = ((model_output * a_t.sqrt())? + (sample * (1.0 - a_t).sqrt())?)?;
+                        (x0, eps)
+                    }
+                };
+                let prev = ((&x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?)?;
+                Ok(StepOutput {
+                    prev,
+                    pred_original: x0,
+                })
+            }
+            SchedulerKind::EulerAncestral => {
+                let (s_from, s_to) = (self.sigmas[index], self.sigmas[index + 1]);
+                let x0 = match self.prediction {
+                    Prediction::Epsilon => (sample - (model_output * s_from)?)?,
+                    Prediction::VPrediction => {
+                        let c = s_from * s_from + 1.0;
+                        ((model_output * (-s_from / c.sqrt()))? + (sample / c)?)?
+                    }
+                };
+                let s_up =
+                    (s_to * s_to * (s_from * s_from - s_to * s_to) / (s_from * s_from)).sqrt();
+                let s_down = (s_to * s_to - s_up * s_up).sqrt();
+                let derivative = ((sample - &x0)? / s_from)?;
+                let mut prev = (sample + (derivative * (s_down - s_from))?)?;
+                if s_up > 0.0 {
+                    let noise = noise
+                        .ok_or_else(|| candle_core::Error::Msg("scheduler noise missing".into()))?;
+                    prev = (prev + (noise * s_up)?)?;
+                }
+                Ok(StepOutput {
+                    prev,
+                    pred_original: x0,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timesteps_follow_the_diffusers_spacings() {
+        let ddim = Schedule::new(SchedulerKind::Ddim, Prediction::Epsilon, 4);
+        assert_eq!(ddim.timesteps(), &[751, 501, 251, 1]);
+        let euler = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, 4);
+        assert_eq!(euler.timesteps(), &[999, 749, 499, 249]);
+        let one = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, 1);
+        assert_eq!(one.timesteps(), &[999]);
+        assert!(!one.needs_noise(0));
+        // sigma at t = 999 for SD's betas is about 14.6.
+        assert!(
+            (euler.init_noise_sigma() - 14.6).abs() < 0.1,
+            "{}",
+            euler.init_noise_sigma()
+        );
+    }
+}

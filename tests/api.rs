@@ -1,0 +1,330 @@
+//! The JSON API, server functions, SSE, rate limits and backpressure, over real HTTP against
+//! the real server binary running the tiny model.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn png_size(png: &[u8]) -> (u32, u32) {
+    let img = image::load_from_memory_with_format(png, image::ImageFormat::Png).expect("a valid PNG");
+    (img.width(), img.height())
+}
+
+#[test]
+fn a_job_is_accepted_at_once_then_completes_with_a_cacheable_png() {
+    let server = Server::start(&[]);
+    let started = Instant::now();
+    let (code, body) = submit(&server, json!({"prompt": "  a lighthouse at dusk ", "width": 64, "height": 96, "steps": 3, "seed": 42}));
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["params"]["prompt"], "a lighthouse at dusk");
+    assert_eq!(body["params"]["seed"], 42);
+    let id = job_id(&body);
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+
+    let done = wait_for(&server, &id, Duration::from_secs(60), is_terminal);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!((done["width"].as_u64(), done["height"].as_u64(), done["seed"].as_u64()), (Some(64), Some(96), Some(42)));
+    assert!(done["timings"]["totalMs"].as_u64().unwrap() <= started.elapsed().as_millis() as u64 + 1000);
+
+    let url = server.url(done["imageUrl"].as_str().unwrap());
+    let r = client().get(&url).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(r.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let png = r.bytes().unwrap();
+    assert_eq!(png_size(&png), (64, 96));
+    let params = easel::engine::read_png_parameters(&png).expect("a parameters chunk");
+    assert!(params.starts_with("a lighthouse at dusk"), "{params}");
+    assert!(params.contains("Seed: 42"), "{params}");
+
+    let again = client().get(&url).header("if-none-match", etag).send().unwrap();
+    assert_eq!(again.status(), 304);
+}
+
+#[test]
+fn the_same_seed_paints_the_same_pixels() {
+    let server = Server::start(&[("EASEL_MAX_ACTIVE_PER_CLIENT", "4")]);
+    let mut pngs = Vec::new();
+    for seed in [7, 7, 8] {
+        let (_, body) = submit(&server, json!({"prompt": "a fox", "steps": 2, "seed": seed}));
+        let done = wait_for(&server, &job_id(&body), Duration::from_secs(60), is_terminal);
+        let png = client().get(server.url(done["imageUrl"].as_str().unwrap())).send().unwrap().bytes().unwrap();
+        pngs.push(image::load_from_memory(&png).unwrap().to_rgb8().into_raw());
+    }
+    assert_eq!(pngs[0], pngs[1]);
+    assert_ne!(pngs[0], pngs[2]);
+}
+
+#[test]
+fn events_stream_progress_then_completion() {
+    let server = Server::start(&[]);
+    let (_, body) = submit(&server, json!({"prompt": "a fox", "width": 128, "height": 128, "steps": 8}));
+    let id = job_id(&body);
+    let r = client().get(server.url(&format!("/api/jobs/{id}/events"))).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut name = String::new();
+    for line in BufReader::new(r).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            events.push((name.clone(), serde_json::from_str(data).unwrap()));
+        }
+    }
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"completed"), "{names:?}");
+    let steps: Vec<u64> = events.iter().filter(|(n, _)| n == "progress").map(|(_, v)| v["step"].as_u64().unwrap()).collect();
+    assert!(!steps.is_empty(), "no progress events: {names:?}");
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "steps went backwards: {steps:?}");
+    assert!(events.iter().all(|(_, v)| v["jobId"] == id.as_str()));
+    let (_, last) = events.last().unwrap();
+    assert_eq!(last["imageUrl"], format!("/api/images/{id}.png"));
+}
+
+#[test]
+fn a_running_job_has_a_preview() {
+    let server = Server::start(&[]);
+    let (_, body) = submit(&server, json!({"prompt": "a fox", "width": 256, "height": 256, "steps": 30}));
+    let id = job_id(&body);
+    let running = wait_for(&server, &id, Duration::from_secs(60), |s| s["previewUrl"].is_string() || is_terminal(s));
+    assert_eq!(running["status"], "processing", "finished before a preview was seen: {running}");
+    let r = client().get(server.url(running["previewUrl"].as_str().unwrap())).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(png_size(&r.bytes().unwrap()), (32, 32), "previews are latent-sized");
+    client().delete(server.url(&format!("/api/jobs/{id}"))).send().unwrap();
+}
+
+#[test]
+fn every_bad_request_gets_its_kind_and_nothing_is_stored() {
+    // More submits than the default 8 a minute: this test is about validation, not limits.
+    let server = Server::start(&[("EASEL_SUBMITS_PER_MINUTE", "1000")]);
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"prompt": "   "}), 422, "invalid_prompt"),
+        (json!({"prompt": "x".repeat(1001)}), 422, "invalid_prompt"),
+        (json!({"prompt": "a", "width": 100}), 422, "invalid_params"),
+        (json!({"prompt": "a", "width": 4096}), 422, "invalid_params"),
+        (json!({"prompt": "a", "steps": 0}), 422, "invalid_params"),
+        (json!({"prompt": "a", "steps": 1000}), 422, "invalid_params"),
+        (json!({"prompt": "a", "guidance": 1e9}), 422, "invalid_params"),
+        (json!({"prompt": "a", "model": "nope"}), 422, "invalid_params"),
+        (json!({"width": 64}), 422, "invalid_params"),
+        (json!({"prompt": "a", "width": "wide"}), 422, "invalid_params"),
+    ];
+    for (body, code, kind) in cases {
+        let (got, answer) = submit(&server, body.clone());
+        assert_eq!((got, answer["kind"].as_str()), (code, Some(kind)), "{body} -> {answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| m.len() > 10), "{answer}");
+    }
+
+    let r = client().post(server.url("/api/generate")).header("content-type", "application/json").body("{not json").send().unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().unwrap()["kind"], "bad_request");
+
+    let r = client().post(server.url("/api/generate")).json(&json!({"prompt": "a".repeat(40_000)})).send().unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().unwrap()["kind"], "payload_too_large");
+
+    let unknown = uuid::Uuid::new_v4();
+    for (method, path) in [
+        ("GET", format!("/api/status/{unknown}")),
+        ("GET", "/api/status/not-a-uuid".to_string()),
+        ("DELETE", format!("/api/jobs/{unknown}")),
+        ("GET", format!("/api/jobs/{unknown}/events")),
+        ("GET", format!("/api/images/{unknown}.png")),
+        ("GET", "/api/images/..%2F..%2FCargo.toml".to_string()),
+        ("GET", "/api/images/..%2Feasel.db.png".to_string()),
+        ("GET", format!("/api/images/{unknown}/preview.png")),
+    ] {
+        let r = client().request(method.parse().unwrap(), server.url(&path)).send().unwrap();
+        assert_eq!(r.status(), 404, "{method} {path}");
+        assert_eq!(r.json::<Value>().unwrap()["kind"], "not_found", "{method} {path}");
+    }
+
+    // Nothing was stored and the server is still fine.
+    let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metric(&metrics, "easel_jobs{state=\"queued\"}") == 0.0, "{metrics}");
+    assert!(!metrics.contains("easel_jobs_submitted_total ") || metric(&metrics, "easel_jobs_submitted_total") == 0.0);
+    let (code, _) = submit(&server, json!({"prompt": "still working"}));
+    assert_eq!(code, 202);
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<f64>().unwrap()))
+        .unwrap_or(0.0)
+}
+
+/// Distinct clients come through a trusted proxy on 127.0.0.1 with their own X-Forwarded-For.
+#[test]
+fn one_active_job_per_client_and_a_bounded_queue() {
+    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1"), ("EASEL_MAX_QUEUED", "1")]);
+    let long = json!({"prompt": "slow", "width": 256, "height": 256, "steps": 50});
+    let (code, a) = submit_as(&server, long.clone(), Some("198.51.100.1"));
+    assert_eq!(code, 202);
+    let a = job_id(&a);
+    wait_for(&server, &a, Duration::from_secs(30), |s| s["status"] == "processing");
+
+    let (code, busy) = submit_as(&server, json!({"prompt": "again"}), Some("198.51.100.1"));
+    assert_eq!((code, busy["kind"].as_str()), (429, Some("busy")), "{busy}");
+
+    let (code, b) = submit_as(&server, json!({"prompt": "second"}), Some("198.51.100.2"));
+    assert_eq!(code, 202, "{b}");
+    assert_eq!((b["status"].as_str(), b["position"].as_u64()), (Some("queued"), Some(0)));
+
+    let r = client()
+        .post(server.url("/api/generate"))
+        .header("x-forwarded-for", "198.51.100.3")
+        .json(&json!({"prompt": "third"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(r.json::<Value>().unwrap()["kind"], "queue_full");
+
+    // Cancel the queued one at once, the running one within a step.
+    let b = job_id(&b);
+    let cancelled = client().delete(server.url(&format!("/api/jobs/{b}"))).send().unwrap().json::<Value>().unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    let asked = Instant::now();
+    client().delete(server.url(&format!("/api/jobs/{a}"))).send().unwrap();
+    let done = wait_for(&server, &a, Duration::from_secs(30), is_terminal);
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "cancel took {:?}", asked.elapsed());
+
+    // With both gone the client may submit again.
+    let (code, _) = submit_as(&server, json!({"prompt": "after"}), Some("198.51.100.1"));
+    assert_eq!(code, 202);
+}
+
+#[test]
+fn a_job_over_its_time_limit_fails_with_timeout() {
+    let server = Server::start(&[("EASEL_JOB_TIMEOUT_SECS", "1")]);
+    let (_, body) = submit(&server, json!({"prompt": "slow", "width": 256, "height": 256, "steps": 50}));
+    let done = wait_for(&server, &job_id(&body), Duration::from_secs(60), is_terminal);
+    assert_eq!((done["status"].as_str(), done["error"]["kind"].as_str()), (Some("failed"), Some("timeout")), "{done}");
+}
+
+#[test]
+fn submits_are_rate_limited_per_ip_and_a_forged_header_does_not_help() {
+    let server = Server::start(&[]);
+    // Invalid prompts still spend the budget: the limiter runs before validation.
+    for i in 0..8 {
+        let (code, body) = submit(&server, json!({"prompt": ""}));
+        assert_eq!(code, 422, "submit {i}: {body}");
+    }
+    let r = client().post(server.url("/api/generate")).json(&json!({"prompt": "a"})).send().unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "retry-after {wait}");
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["kind"], "rate_limited");
+    assert!(body["message"].as_str().unwrap().contains("8 a minute"), "{body}");
+
+    // 127.0.0.1 is not a trusted proxy here, so X-Forwarded-For is ignored.
+    let (code, body) = submit_as(&server, json!({"prompt": "a"}), Some("203.0.113.77"));
+    assert_eq!((code, body["kind"].as_str()), (429, Some("rate_limited")));
+
+    // The server function shares the same budget.
+    let r = client().post(server.url("/sfn/submit")).form(&[("params[prompt]", "a")]).send().unwrap();
+    assert_eq!(r.status(), 429);
+
+    // Reads have their own, generous limit.
+    let r = client().get(server.url("/api/models")).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1/32"), ("EASEL_SUBMITS_PER_MINUTE", "2")]);
+    for _ in 0..2 {
+        assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("198.51.100.10")).0, 422);
+    }
+    assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("198.51.100.10")).0, 429);
+    // A client cannot escape by prepending a fake hop: the proxy's own entry is rightmost.
+    assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("1.1.1.1, 198.51.100.10")).0, 429);
+    assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("198.51.100.11")).0, 422);
+}
+
+#[test]
+fn server_functions_answer_with_the_same_types_and_kinds() {
+    let server = Server::start(&[]);
+    let models: Value = client().post(server.url("/sfn/models")).send().unwrap().json().unwrap();
+    assert_eq!(models["defaultModel"], "tiny");
+    let names: Vec<&str> = models["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"tiny") && names.contains(&"tiny-xl"), "{names:?}");
+
+    let r = client().post(server.url("/sfn/submit")).form(&[("params[prompt]", "   ")]).send().unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().unwrap()["kind"], "invalid_prompt");
+
+    let r = client()
+        .post(server.url("/sfn/submit"))
+        .form(&[("params[prompt]", "a fox"), ("params[width]", ""), ("params[steps]", "2"), ("params[model]", "tiny-xl")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let view: Value = r.json().unwrap();
+    assert_eq!((view["params"]["steps"].as_u64(), view["params"]["model"].as_str()), (Some(2), Some("tiny-xl")));
+    let id = job_id(&view);
+    let done = wait_for(&server, &id, Duration::from_secs(60), is_terminal);
+    assert_eq!(done["status"], "completed", "{done}");
+
+    let status: Value = client().post(server.url("/sfn/status")).form(&[("job_id", id.as_str())]).send().unwrap().json().unwrap();
+    assert_eq!(status["status"], "completed");
+    let r = client().post(server.url("/sfn/status")).form(&[("job_id", "nope")]).send().unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn history_follows_the_visitor_cookie() {
+    let server = Server::start(&[("EASEL_MAX_ACTIVE_PER_CLIENT", "4")]);
+    let browser = reqwest::blocking::Client::builder().cookie_store(true).build().unwrap();
+    // The first page view sets the cookie.
+    let page = browser.get(server.url("/")).send().unwrap();
+    assert!(page.headers().get("set-cookie").is_some_and(|c| c.to_str().unwrap().starts_with("easel_visitor=")));
+    let mut ids = Vec::new();
+    for prompt in ["first", "second"] {
+        let view: Value = browser.post(server.url("/sfn/submit")).form(&[("params[prompt]", prompt), ("params[steps]", "1")]).send().unwrap().json().unwrap();
+        ids.push(job_id(&view));
+    }
+    let mine: Value = browser.post(server.url("/sfn/recent")).send().unwrap().json().unwrap();
+    let got: Vec<&str> = mine.as_array().unwrap().iter().map(|j| j["jobId"].as_str().unwrap()).collect();
+    assert_eq!(got, vec![ids[1].as_str(), ids[0].as_str()], "newest first");
+    // Someone else's history is their own.
+    let theirs: Value = client().post(server.url("/sfn/recent")).send().unwrap().json().unwrap();
+    assert_eq!(theirs.as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let server = Server::start(&[]);
+    assert_eq!(client().get(server.url("/healthz")).send().unwrap().text().unwrap(), "ok");
+    let ready: Value = client().get(server.url("/readyz")).send().unwrap().json().unwrap();
+    assert_eq!(ready["ready"], true);
+    let (_, body) = submit(&server, json!({"prompt": "a fox", "steps": 2}));
+    wait_for(&server, &job_id(&body), Duration::from_secs(60), is_terminal);
+    let text = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    for name in ["easel_queue_depth", "easel_jobs{state=\"completed\"}", "easel_step_seconds_bucket", "easel_http_responses_total", "easel_jobs_finished_total"] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    assert_eq!(metric(&text, "easel_jobs{state=\"completed\"}"), 1.0);
+}
+
+#[test]
+fn help_lists_the_settings_and_their_variables() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for var in ["EASEL_DATA_DIR", "EASEL_MAX_QUEUED", "EASEL_TRUSTED_PROXIES", "EASEL_SUBMITS_PER_MINUTE", "EASEL_CONFIG"] {
+        assert!(text.contains(var), "--help lacks {var}:\n{text}");
+    }
+}

@@ -1,0 +1,39 @@
+//! The shape of the build: server-only crates never reach the WASM bundle, and the site
+//! options the server reads (Leptos.toml) match what cargo-leptos builds (Cargo.toml).
+
+use std::process::Command;
+
+#[test]
+fn server_only_crates_stay_out_of_the_wasm_build() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["tree", "-e", "normal", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "hydrate", "--prefix", "none"])
+        .output()
+        .expect("running cargo tree");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8(out.stdout).unwrap();
+    let crates: Vec<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(crates.contains(&"leptos"), "unexpected tree:\n{tree}");
+    for server_only in [
+        "tokio", "axum", "leptos_axum", "sqlx", "candle-core", "candle-nn", "candle-transformers", "tokenizers",
+        "image", "png", "redis", "tower_governor", "hf-hub", "metrics-exporter-prometheus",
+    ] {
+        assert!(!crates.contains(&server_only), "{server_only} is in the WASM dependency tree");
+    }
+}
+
+#[test]
+fn leptos_toml_matches_what_cargo_leptos_builds() {
+    let read = |file: &str| -> toml::Table {
+        let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        text.parse().unwrap()
+    };
+    let cargo = read("Cargo.toml");
+    let leptos = read("Leptos.toml");
+    let section = |t: &toml::Table| t["package"]["metadata"]["leptos"].as_table().unwrap().clone();
+    let (built, served) = (section(&cargo), section(&leptos));
+    for key in ["output-name", "site-root", "site-pkg-dir", "site-addr", "reload-port"] {
+        assert_eq!(built.get(key), served.get(key), "{key} differs between Cargo.toml and Leptos.toml");
+    }
+}
