@@ -34,7 +34,7 @@ pub type Layer = GovernorLayer<ClientIpKey, NoOpMiddleware<governor::clock::Quan
 /// `per_minute` submits, all of which may come at once.
 pub fn submits(per_minute: u32) -> (Layer, Arc<Config>) {
     let config = GovernorConfigBuilder::default()
-        .period(Duration::from_millis(60_000 / per_minute as u64))
+        .period(replenish_every(Duration::from_secs(60), per_minute))
         .burst_size(per_minute)
         .key_extractor(ClientIpKey)
         .finish()
@@ -47,12 +47,17 @@ pub fn submits(per_minute: u32) -> (Layer, Arc<Config>) {
 /// `per_second` reads sustained, `burst` at once.
 pub fn reads(per_second: u32, burst: u32) -> (Layer, Arc<Config>) {
     let config = GovernorConfigBuilder::default()
-        .period(Duration::from_nanos(1_000_000_000 / per_second as u64))
+        .period(replenish_every(Duration::from_secs(1), per_second))
         .burst_size(burst.max(1))
         .key_extractor(ClientIpKey)
         .finish()
         .expect("a positive rate");
     layer(config, |wait| format!("Too many requests; try again in {wait} s."))
+}
+
+/// One token back every `window / count` (governor's "period"); never zero, which it rejects.
+fn replenish_every(window: Duration, count: u32) -> Duration {
+    (window / count.max(1)).max(Duration::from_nanos(1))
 }
 
 fn layer(config: Config, message: impl Fn(u64) -> String + Send + Sync + 'static) -> (Layer, Arc<Config>) {
