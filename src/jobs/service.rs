@@ -62,6 +62,11 @@ fn internal(context: &str, e: anyhow::Error) -> ApiError {
     ApiError::internal()
 }
 
+/// A stored thing that may be missing: a fault is internal, absence is `not_found`.
+fn found<T>(read: anyhow::Result<Option<T>>, what: &str) -> Result<T, ApiError> {
+    read.map_err(|e| internal(&format!("reading a {what}"), e))?.ok_or_else(|| ApiError::not_found(what))
+}
+
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("job"))
 }
@@ -181,23 +186,13 @@ impl JobService {
     /// The finished PNG of a job.
     pub async fn image(&self, id: &str) -> Result<Vec<u8>, ApiError> {
         let id = parse_id(id)?;
-        self.inner
-            .store
-            .image(id)
-            .await
-            .map_err(|e| internal("reading an image", e))?
-            .ok_or_else(|| ApiError::not_found("image"))
+        found(self.inner.store.image(id).await, "image")
     }
 
     /// The latest preview of a running job.
     pub async fn preview(&self, id: &str) -> Result<Vec<u8>, ApiError> {
         let id = parse_id(id)?;
-        self.inner
-            .store
-            .preview(id)
-            .await
-            .map_err(|e| internal("reading a preview", e))?
-            .ok_or_else(|| ApiError::not_found("preview"))
+        found(self.inner.store.preview(id).await, "preview")
     }
 
     pub async fn counts(&self) -> anyhow::Result<JobCounts> {
@@ -227,12 +222,7 @@ impl JobService {
 
     async fn job(&self, id: &str) -> Result<Job, ApiError> {
         let id = parse_id(id)?;
-        self.inner
-            .store
-            .get(id)
-            .await
-            .map_err(|e| internal("reading a job", e))?
-            .ok_or_else(|| ApiError::not_found("job"))
+        found(self.inner.store.get(id).await, "job")
     }
 
     async fn view(&self, job: &Job) -> anyhow::Result<JobView> {
