@@ -36,7 +36,7 @@ export default defineConfig({
     acceptDownloads: true,
   },
   webServer: {
-    command: '../target/release/easel',
+    command: './target/release/easel',
     cwd: '..',
     url: `${baseURL}/healthz`,
     timeout: 120_000,

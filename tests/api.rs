@@ -237,6 +237,19 @@ fn submits_are_rate_limited_per_ip_and_a_forged_header_does_not_help() {
     let r = client().post(server.url("/sfn/submit")).form(&[("params[prompt]", "a")]).send().unwrap();
     assert_eq!(r.status(), 429);
 
+    // A browser's plain form post is sent back to its page with the error in the URL.
+    let no_redirects = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects
+        .post(server.url("/sfn/submit"))
+        .header("accept", "text/html")
+        .header("referer", server.url("/?x=1"))
+        .form(&[("params[prompt]", "a")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with(&server.url("/?x=1&__path=%2Fsfn%2Fsubmit&__err=")), "{location}");
+
     // Reads have their own, generous limit.
     let r = client().get(server.url("/api/models")).send().unwrap();
     assert_eq!(r.status(), 200);

@@ -37,8 +37,20 @@ mod ssr {
         Ok(client)
     }
 
-    /// Gives an error its HTTP status and Retry-After, as the JSON API does.
+    /// Gives an error its HTTP status and Retry-After, as the JSON API does — except for a
+    /// plain HTML form post (no JavaScript), which server_fn answers with a 302 back to the
+    /// page, the error in the URL: a status set here would replace that redirect.
     pub fn respond<T>(result: Result<T, ApiError>) -> Result<T, ApiError> {
+        let html_form_post = use_context::<axum::http::request::Parts>().is_some_and(|parts| {
+            parts
+                .headers
+                .get(axum::http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"))
+        });
+        if html_form_post {
+            return result;
+        }
         if let (Err(e), Some(response)) = (&result, use_context::<ResponseOptions>()) {
             response.set_status(StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
             if let Some(secs) = e.retry_after_secs {

@@ -1,31 +1,144 @@
-//! The generator page: prompt form, progress and result.
+//! The generator page: the prompt form, the result area and this visitor's history.
+//!
+//! Rendered on the server with the models on offer and the visitor's recent jobs (the route
+//! waits for both, so the page is complete without JavaScript: the latest job's state, and a
+//! self-refresh while it runs). In the browser the page follows a job through its event stream.
 
 use leptos::prelude::*;
 
-use crate::api::MAX_PROMPT_CHARS;
+use crate::api::{list_models, recent_jobs, CancelJob, JobView, ModelsInfo, SubmitJob};
+use crate::app::components::errors::{explanation, headline};
+use crate::app::components::form::GenerateForm;
+use crate::app::components::history::History;
+use crate::app::components::result::ResultArea;
+use crate::app::components::{Fields, Studio};
 
 #[component]
 pub fn GeneratorPage() -> impl IntoView {
-    let prompt = RwSignal::new(String::new());
-    let length = move || prompt.with(|p| p.trim().chars().count());
+    let models = Resource::new(|| (), |_| list_models());
+    let recent = Resource::new(|| (), |_| recent_jobs());
     view! {
         <header class="masthead">
             <h1>"easel"</h1>
             <p class="tagline">"Describe a picture; easel paints it."</p>
         </header>
-        <form class="prompt-form">
-            <label for="prompt">"Prompt"</label>
-            <textarea
-                id="prompt"
-                name="prompt"
-                rows="3"
-                maxlength=MAX_PROMPT_CHARS
-                placeholder="A lighthouse on a cliff at dusk, oil painting"
-                bind:value=prompt
-            ></textarea>
-            <p class="counter" data-testid="prompt-counter">
-                {move || format!("{} / {}", length(), MAX_PROMPT_CHARS)}
-            </p>
-        </form>
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let models = models.await;
+                let recent = recent.await.unwrap_or_default();
+                match models {
+                    Ok(models) if !models.models.is_empty() => view! { <Generator models recent/> }.into_any(),
+                    Ok(_) => view! { <p class="page-error" role="alert">"The server offers no models at the moment."</p> }.into_any(),
+                    Err(e) => view! {
+                        <div class="page-error" role="alert" data-error-kind=e.kind.as_str()>
+                            <p class="error-title">{headline(e.kind)}</p>
+                            <p>{explanation(&e)}</p>
+                            <a class="button" href="/">"Reload"</a>
+                        </div>
+                    }
+                    .into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Generator(models: ModelsInfo, recent: Vec<JobView>) -> impl IntoView {
+    let default = models
+        .models
+        .iter()
+        .find(|m| m.name == models.default_model)
+        .or(models.models.first())
+        .cloned()
+        .expect("checked non-empty");
+    let fields = Fields::new(&default);
+    let submit = ServerAction::<SubmitJob>::new();
+    let cancel = ServerAction::<CancelJob>::new();
+    // A form post without JavaScript that failed comes back here with its error in the URL;
+    // the action starts with that error as its value.
+    let url_error = submit.value().get_untracked().and_then(Result::err);
+    let latest = recent.first().cloned();
+    if let Some(job) = &latest {
+        // Keep what the visitor asked for last (the seed stays random for the next picture).
+        fields.restore(&job.params);
+        fields.seed.set(String::new());
+    }
+    let studio = Studio {
+        models: StoredValue::new(models),
+        fields,
+        job: RwSignal::new(latest.clone()),
+        error: RwSignal::new(url_error),
+        submit,
+        cancel,
+        history: RwSignal::new(recent),
+        form: NodeRef::new(),
+    };
+    provide_context(studio);
+
+    // A job still running when the page loaded (a reload, or the no-JS form's redirect) is
+    // followed at once.
+    Effect::new(move |_| {
+        if let Some(job) = latest.clone().filter(|j| !j.state.is_terminal()) {
+            if studio.error.get_untracked().is_none() {
+                studio.show(job);
+            }
+        }
+    });
+
+    // The submit's answer: follow the new job, or show why it was refused.
+    Effect::watch(
+        move || submit.version().get(),
+        move |_, _, _| match submit.value().get_untracked() {
+            Some(Ok(job)) => {
+                studio.show(job);
+                studio.refresh_history();
+            }
+            Some(Err(e)) => {
+                studio.job.set(None);
+                studio.error.set(Some(e));
+            }
+            None => {}
+        },
+        false,
+    );
+
+    // The cancel's answer: the job as it now stands.
+    Effect::watch(
+        move || cancel.version().get(),
+        move |_, _, _| match cancel.value().get_untracked() {
+            Some(Ok(view)) => {
+                let same = studio.job.with_untracked(|j| j.as_ref().is_some_and(|j| j.job_id == view.job_id));
+                if same {
+                    studio.show(view);
+                }
+            }
+            Some(Err(e)) => studio.error.set(Some(e)),
+            None => {}
+        },
+        false,
+    );
+
+    // A job that just ended joins the history.
+    Effect::watch(
+        move || studio.job.with(|j| j.as_ref().map(|j| (j.job_id.clone(), j.state.is_terminal()))),
+        move |now, before, _| {
+            if let (Some((id, true)), Some(Some((old, false)))) = (now, before) {
+                if id == old {
+                    studio.refresh_history();
+                }
+            }
+        },
+        false,
+    );
+
+    view! {
+        <div class="studio">
+            <div class="compose">
+                <GenerateForm/>
+            </div>
+            <ResultArea/>
+        </div>
+        <History/>
     }
 }

@@ -1,13 +1,14 @@
 //! The UI: the HTML shell, the router and the pages. Compiles for both targets; it talks to the
 //! server only through `crate::api`.
 
+pub mod components;
 mod generator;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
-    StaticSegment,
+    SsrMode, StaticSegment,
 };
 
 /// The document around the app, rendered on the server only.
@@ -46,7 +47,9 @@ pub fn App() -> impl IntoView {
         <Router>
             <main>
                 <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                    <Route path=StaticSegment("") view=generator::GeneratorPage/>
+                    // Async: the page waits for the models and the visitor's jobs, so it is
+                    // whole without JavaScript (streamed Suspense needs a script to resolve).
+                    <Route path=StaticSegment("") view=generator::GeneratorPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

@@ -1,6 +1,9 @@
 //! Jobs: the queue between the web and the engine. A job is stored (`store`), claimed by the
 //! worker thread that owns the loaded model (`worker`), and read back by status requests and
 //! event streams (`service`). The job record and its state machine (`job`) are pure.
+//!
+//! Jobs speak `api`'s wire types (ResolvedParams, JobView, ErrorKind) rather than copies of
+//! them, so that a kind is the same string in the database, JSON, server functions and SSE.
 
 mod engine_painter;
 mod job;

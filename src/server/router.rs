@@ -14,7 +14,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::config::Config;
 use super::state::AppState;
-use super::{client, handlers, rate_limit};
+use super::{client, error, handlers, rate_limit};
 use crate::api::SUBMIT_FN_PATH;
 use crate::app::{shell, App};
 
@@ -36,7 +36,8 @@ pub fn app(state: AppState, config: &Config) -> Router {
     let submits = Router::new()
         .route("/api/generate", post(handlers::generate))
         .route(SUBMIT_FN_PATH, post(submit_fn).layer(RequestBodyLimitLayer::new(config.max_body_bytes)))
-        .layer(submit_limit);
+        .layer(submit_limit)
+        .layer(from_fn(error::form_errors_back_to_page));
 
     let reads = Router::new()
         .route("/api/status/{id}", get(handlers::status))

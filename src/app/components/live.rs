@@ -1,0 +1,181 @@
+//! Following a job in the browser: the Server-Sent Events stream
+//! (`/api/jobs/{id}/events`), with polling of `job_status` every [`POLL_MS`] when the stream
+//! fails, until a terminal state — or until [`FOLLOW_CAP_MS`] has passed, when the page gives
+//! up with a timeout message. Only one job is followed at a time; following another (or
+//! [`stop`]) ends the previous one. On the server these are no-ops.
+
+use leptos::prelude::*;
+
+use crate::api::{ApiError, JobView};
+
+/// How often the fallback polls, and how often the follower checks its time cap.
+pub const POLL_MS: u32 = 2_000;
+/// The page stops waiting for a job after this long.
+pub const FOLLOW_CAP_MS: f64 = 10.0 * 60.0 * 1000.0;
+/// Consecutive failed polls before the page reports the connection as lost.
+pub const MAX_POLL_FAILURES: u32 = 3;
+
+/// Where a followed job's news goes.
+#[derive(Clone, Copy)]
+pub struct Sink {
+    pub job: RwSignal<Option<JobView>>,
+    pub error: RwSignal<Option<ApiError>>,
+}
+
+#[cfg(feature = "hydrate")]
+pub use imp::{follow, stop};
+
+#[cfg(not(feature = "hydrate"))]
+pub fn follow(_job_id: String, _sink: Sink) {}
+
+#[cfg(not(feature = "hydrate"))]
+pub fn stop() {}
+
+#[cfg(feature = "hydrate")]
+mod imp {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    use leptos::prelude::*;
+    use wasm_bindgen::prelude::Closure;
+    use wasm_bindgen::JsCast;
+    use web_sys::js_sys::Date;
+    use web_sys::{EventSource, MessageEvent};
+
+    use super::{Sink, FOLLOW_CAP_MS, MAX_POLL_FAILURES, POLL_MS};
+    use crate::api::{job_status, ApiError, ErrorKind, JobView};
+
+    struct Stream {
+        source: EventSource,
+        // Kept alive as long as the source may call them; dropped only when the next job is
+        // followed (never from inside one of them).
+        _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
+        _on_error: Closure<dyn FnMut(web_sys::Event)>,
+    }
+
+    thread_local! {
+        static GENERATION: Cell<u64> = const { Cell::new(0) };
+        static STREAM: RefCell<Option<Stream>> = const { RefCell::new(None) };
+    }
+
+    fn generation() -> u64 {
+        GENERATION.with(Cell::get)
+    }
+
+    fn close_stream() {
+        STREAM.with(|s| {
+            if let Some(stream) = s.borrow().as_ref() {
+                stream.source.close();
+            }
+        });
+    }
+
+    /// Stops following: closes the stream and ends the polling loop.
+    pub fn stop() {
+        GENERATION.with(|g| g.set(g.get() + 1));
+        close_stream();
+    }
+
+    pub fn follow(job_id: String, sink: Sink) {
+        stop();
+        // Safe to drop the old listeners here: we are not inside one of them.
+        STREAM.with(|s| s.borrow_mut().take());
+        let me = generation();
+        let polling = Rc::new(Cell::new(false));
+
+        let apply: Rc<dyn Fn(JobView)> = {
+            let id = job_id.clone();
+            Rc::new(move |view: JobView| {
+                if generation() != me || view.job_id != id {
+                    return;
+                }
+                let terminal = view.state.is_terminal();
+                sink.job.set(Some(view));
+                if terminal {
+                    stop();
+                }
+            })
+        };
+
+        match EventSource::new(&format!("/api/jobs/{job_id}/events")) {
+            Ok(source) => {
+                let mut listeners = Vec::new();
+                for name in ["queued", "progress", "completed", "failed", "cancelled"] {
+                    let apply = apply.clone();
+                    let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+                        if let Some(text) = ev.data().as_string() {
+                            match serde_json::from_str::<JobView>(&text) {
+                                Ok(view) => apply(view),
+                                Err(e) => leptos::logging::warn!("unreadable job event: {e}"),
+                            }
+                        }
+                    });
+                    let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
+                    listeners.push(listener);
+                }
+                let on_error = {
+                    let polling = polling.clone();
+                    Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+                        if generation() == me && !polling.get() {
+                            // Do not let the browser reconnect on its own: poll instead.
+                            close_stream();
+                            polling.set(true);
+                        }
+                    })
+                };
+                source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+                STREAM.with(|s| {
+                    *s.borrow_mut() = Some(Stream { source, _listeners: listeners, _on_error: on_error })
+                });
+            }
+            Err(_) => polling.set(true),
+        }
+
+        let started = Date::now();
+        leptos::task::spawn_local(async move {
+            let mut failures = 0;
+            loop {
+                gloo_timers::future::TimeoutFuture::new(POLL_MS).await;
+                if generation() != me {
+                    break;
+                }
+                if Date::now() - started > FOLLOW_CAP_MS {
+                    stop();
+                    let minutes = (FOLLOW_CAP_MS / 60_000.0).round();
+                    let _ = sink.error.try_set(Some(ApiError::new(
+                        ErrorKind::Timeout,
+                        format!("Stopped waiting for the picture after {minutes} minutes."),
+                    )));
+                    break;
+                }
+                if !polling.get() {
+                    continue;
+                }
+                match job_status(job_id.clone()).await {
+                    Ok(view) => {
+                        failures = 0;
+                        apply(view);
+                    }
+                    Err(e) if e.kind == ErrorKind::Network || e.kind == ErrorKind::RateLimited => {
+                        failures += 1;
+                        if failures >= MAX_POLL_FAILURES && generation() == me {
+                            stop();
+                            let _ = sink.error.try_set(Some(ApiError::new(
+                                ErrorKind::Network,
+                                "Lost contact with the server while following the picture.",
+                            )));
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        if generation() == me {
+                            stop();
+                            let _ = sink.error.try_set(Some(e));
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+    }
+}

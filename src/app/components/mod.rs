@@ -1,0 +1,146 @@
+//! The generator page's parts. They share one [`Studio`] (signals and actions, all `Copy`)
+//! through context.
+
+pub mod errors;
+pub mod form;
+pub mod history;
+pub mod live;
+pub mod params;
+pub mod result;
+
+use leptos::html::Form;
+use leptos::prelude::*;
+
+use crate::api::{ApiError, CancelJob, JobView, ModelSummary, ModelsInfo, ResolvedParams, SubmitJob};
+use params::SizePreset;
+
+/// The id of the generate form: retry buttons elsewhere on the page submit it (`form=`).
+pub const FORM_ID: &str = "generate-form";
+
+/// The form's fields. Numbers are kept as text: blank means "the model's default".
+#[derive(Clone, Copy)]
+pub struct Fields {
+    pub prompt: RwSignal<String>,
+    pub negative_prompt: RwSignal<String>,
+    pub width: RwSignal<u32>,
+    pub height: RwSignal<u32>,
+    pub steps: RwSignal<String>,
+    pub guidance: RwSignal<String>,
+    pub seed: RwSignal<String>,
+    pub model: RwSignal<String>,
+}
+
+impl Fields {
+    pub fn new(model: &ModelSummary) -> Self {
+        Self {
+            prompt: RwSignal::new(String::new()),
+            negative_prompt: RwSignal::new(String::new()),
+            width: RwSignal::new(model.default_width),
+            height: RwSignal::new(model.default_height),
+            steps: RwSignal::new(String::new()),
+            guidance: RwSignal::new(String::new()),
+            seed: RwSignal::new(String::new()),
+            model: RwSignal::new(model.name.clone()),
+        }
+    }
+
+    /// Puts a job's parameters back into the form.
+    pub fn restore(&self, p: &ResolvedParams) {
+        self.prompt.set(p.prompt.clone());
+        self.negative_prompt.set(p.negative_prompt.clone());
+        self.model.set(p.model.clone());
+        self.width.set(p.width);
+        self.height.set(p.height);
+        self.steps.set(p.steps.to_string());
+        self.guidance.set(p.guidance.to_string());
+        self.seed.set(p.seed.to_string());
+    }
+
+    pub fn size(&self) -> SizePreset {
+        SizePreset { width: self.width.get(), height: self.height.get() }
+    }
+}
+
+/// Everything the page's parts share.
+#[derive(Clone, Copy)]
+pub struct Studio {
+    pub models: StoredValue<ModelsInfo>,
+    pub fields: Fields,
+    /// The job shown in the result area (the one being followed, or one picked from history).
+    pub job: RwSignal<Option<JobView>>,
+    /// The error shown in the result area, if any; it wins over the job.
+    pub error: RwSignal<Option<ApiError>>,
+    pub submit: ServerAction<SubmitJob>,
+    pub cancel: ServerAction<CancelJob>,
+    /// This visitor's recent jobs, newest first.
+    pub history: RwSignal<Vec<JobView>>,
+    pub form: NodeRef<Form>,
+}
+
+impl Studio {
+    pub fn model(&self, name: &str) -> ModelSummary {
+        self.models.with_value(|m| {
+            m.models
+                .iter()
+                .find(|x| x.name == name)
+                .or_else(|| m.models.iter().find(|x| x.name == m.default_model))
+                .or(m.models.first())
+                .cloned()
+                .expect("the server offers at least one model")
+        })
+    }
+
+    pub fn selected_model(&self) -> ModelSummary {
+        self.model(&self.fields.model.get())
+    }
+
+    /// True while the submit request is in flight.
+    pub fn submitting(&self) -> bool {
+        self.submit.pending().get()
+    }
+
+    /// True while the shown job is queued or processing (and no error replaced it).
+    pub fn job_active(&self) -> bool {
+        self.error.with(Option::is_none)
+            && self.job.with(|j| j.as_ref().is_some_and(|j| !j.state.is_terminal()))
+    }
+
+    /// Form and history are locked while this is true.
+    pub fn busy(&self) -> bool {
+        self.submitting() || self.job_active()
+    }
+
+    /// Shows a job and starts following it when it is still running.
+    pub fn show(&self, view: JobView) {
+        let running = !view.state.is_terminal();
+        let id = view.job_id.clone();
+        self.error.set(None);
+        self.job.set(Some(view));
+        if running {
+            live::follow(id, live::Sink { job: self.job, error: self.error });
+        } else {
+            live::stop();
+        }
+    }
+
+    /// Submits the form as if its button was pressed (keyboard shortcut, retry).
+    pub fn request_submit(&self) {
+        #[cfg(feature = "hydrate")]
+        if let Some(form) = self.form.get_untracked() {
+            let _ = form.request_submit();
+        }
+    }
+
+    /// Reloads the history from the server (browser only).
+    pub fn refresh_history(&self) {
+        #[cfg(feature = "hydrate")]
+        {
+            let history = self.history;
+            leptos::task::spawn_local(async move {
+                if let Ok(jobs) = crate::api::recent_jobs().await {
+                    let _ = history.try_set(jobs);
+                }
+            });
+        }
+    }
+}
