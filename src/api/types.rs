@@ -88,6 +88,27 @@ pub struct ModelSummary {
     pub max_guidance: f64,
 }
 
+#[cfg(test)]
+impl ModelSummary {
+    /// Limits like the tiny model's, for tests that need a model but not the engine.
+    pub(crate) fn tiny_for_tests() -> Self {
+        ModelSummary {
+            name: "tiny".into(),
+            kind: "sd15".into(),
+            default_width: 64,
+            default_height: 64,
+            min_size: 64,
+            max_width: 256,
+            max_height: 256,
+            default_steps: 4,
+            max_steps: 50,
+            default_guidance: 7.5,
+            min_guidance: 0.0,
+            max_guidance: 20.0,
+        }
+    }
+}
+
 /// Where the time went, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -226,20 +226,7 @@ mod tests {
     }
 
     fn model() -> ModelSummary {
-        ModelSummary {
-            name: "tiny".into(),
-            kind: "sd15".into(),
-            default_width: 64,
-            default_height: 64,
-            min_size: 64,
-            max_width: 64,
-            max_height: 64,
-            default_steps: 1,
-            max_steps: 4,
-            default_guidance: 1.0,
-            min_guidance: 0.0,
-            max_guidance: 10.0,
-        }
+        ModelSummary::tiny_for_tests()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

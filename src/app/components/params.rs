@@ -139,20 +139,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> ModelSummary {
-        ModelSummary {
-            name: "tiny".into(),
-            kind: "sd15".into(),
-            default_width: 64,
-            default_height: 64,
-            min_size: 64,
-            max_width: 256,
-            max_height: 256,
-            default_steps: 4,
-            max_steps: 50,
-            default_guidance: 7.5,
-            min_guidance: 0.0,
-            max_guidance: 20.0,
-        }
+        ModelSummary::tiny_for_tests()
     }
 
     #[test]
