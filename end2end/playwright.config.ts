@@ -38,7 +38,8 @@ export default defineConfig({
   webServer: {
     command: './target/release/easel',
     cwd: '..',
-    url: `${baseURL}/healthz`,
+    // Ready means the model is loaded, not just that the port is open.
+    url: `${baseURL}/readyz`,
     timeout: 120_000,
     reuseExistingServer: false,
     stdout: 'pipe',

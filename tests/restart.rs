@@ -55,9 +55,11 @@ fn sigkill_requeues_the_running_job_once_then_gives_up_and_loses_nothing() {
 fn sigterm_finishes_the_running_job_and_keeps_the_queue() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), ENV);
-    let running = submit_from(&server, 1, json!({"prompt": "a", "width": 128, "height": 128, "steps": 20}));
+    let running = submit_from(&server, 1, json!({"prompt": "a", "width": 128, "height": 128, "steps": 30}));
     wait_for(&server, &running, Duration::from_secs(60), processing);
     let queued = submit_from(&server, 2, json!({"prompt": "b", "steps": 2}));
+    assert_eq!(status(&server, &queued)["status"], "queued", "the test needs a job still waiting at SIGTERM");
+    assert_eq!(status(&server, &running)["status"], "processing");
     assert!(server.terminate(), "the server did not exit cleanly on SIGTERM");
 
     let server = Server::start_in(data.path(), ENV);
@@ -79,5 +81,11 @@ fn sigterm_requeues_a_job_that_outlasts_the_grace_period() {
     let server = Server::start_in(data.path(), &env);
     let again = wait_for(&server, &running, Duration::from_secs(60), |s| processing(s) || is_terminal(s));
     assert_eq!(again["status"], "processing", "{again}");
+    // The graceful stop did not count as an attempt: a crash now is the job's first, so it
+    // runs once more instead of ending `interrupted`.
+    server.kill();
+    let server = Server::start_in(data.path(), &env);
+    let after_crash = wait_for(&server, &running, Duration::from_secs(60), |s| processing(s) || is_terminal(s));
+    assert_eq!(after_crash["status"], "processing", "{after_crash}");
     client().delete(server.url(&format!("/api/jobs/{running}"))).send().unwrap();
 }

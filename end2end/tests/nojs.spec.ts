@@ -37,4 +37,6 @@ test('without JavaScript: a refused post comes back to the page with its categor
   await ui.generate.click();
   await expect(ui.error).toHaveAttribute('data-error-kind', 'invalid_prompt');
   await expect(ui.error).toContainText('The prompt is empty');
+  // The refused form comes back as it was sent, not as the last job's.
+  await expect(ui.prompt).toHaveValue('    ');
 });

@@ -75,5 +75,7 @@ test.describe('without JavaScript', () => {
     await expect(page).toHaveURL(/__err=/);
     await expect(ui.error).toHaveAttribute('data-error-kind', 'rate_limited');
     await expect(ui.error).toContainText(/wait \d+ s/);
+    // What was typed is still there to try again with.
+    await expect(ui.prompt).toHaveValue('one more without scripts');
   });
 });

@@ -137,8 +137,9 @@ impl FromServerFnError for ApiError {
             ServerFnErrorErr::Request(e) => {
                 Self::new(ErrorKind::Network, format!("Could not reach the server: {e}"))
             }
+            // The same kind the JSON API gives a field of the wrong type or a missing one.
             ServerFnErrorErr::Args(e) | ServerFnErrorErr::MissingArg(e) => {
-                Self::new(ErrorKind::BadRequest, format!("The request was malformed: {e}"))
+                Self::new(ErrorKind::InvalidParams, format!("The request's fields are not valid: {e}"))
             }
             ServerFnErrorErr::Deserialization(e) | ServerFnErrorErr::Response(e) => Self::new(
                 ErrorKind::Network,

@@ -6,7 +6,9 @@
 
 use leptos::prelude::*;
 
-use crate::api::{list_models, recent_jobs, CancelJob, JobView, ModelsInfo, SubmitJob};
+use leptos_router::hooks::use_query_map;
+
+use crate::api::{list_models, recent_jobs, CancelJob, JobView, ModelsInfo, SubmitJob, REFUSED_FORM_PARAM};
 use crate::app::components::errors::{explanation, headline};
 use crate::app::components::form::GenerateForm;
 use crate::app::components::history::History;
@@ -59,10 +61,16 @@ fn Generator(models: ModelsInfo, recent: Vec<JobView>) -> impl IntoView {
     // the action starts with that error as its value.
     let url_error = submit.value().get_untracked().and_then(Result::err);
     let latest = recent.first().cloned();
-    if let Some(job) = &latest {
-        // Keep what the visitor asked for last (the seed stays random for the next picture).
-        fields.restore(&job.params);
-        fields.seed.set(String::new());
+    let refused_form = use_query_map().with_untracked(|q| q.get(REFUSED_FORM_PARAM));
+    match (&url_error, refused_form, &latest) {
+        // The refused form's own fields: nothing the visitor typed is lost.
+        (Some(_), Some(posted), _) => fields.restore_posted(&posted),
+        // Otherwise keep what the visitor asked for last (the seed stays random).
+        (_, _, Some(job)) => {
+            fields.restore(&job.params);
+            fields.seed.set(String::new());
+        }
+        _ => {}
     }
     let studio = Studio {
         models: StoredValue::new(models),

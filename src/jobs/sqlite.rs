@@ -2,7 +2,6 @@
 //! nothing running; one process owns it.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -78,7 +77,9 @@ impl SqliteStore {
             .await
             .with_context(|| format!("creating {}", images.display()))?;
         let db = dir.join("easel.db");
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?
+        // By file name, not a URL: a path may hold `?`, `#` or `%`.
+        let options = SqliteConnectOptions::new()
+            .filename(&db)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -206,12 +207,16 @@ impl JobStore for SqliteStore {
     async fn finish(&self, id: Uuid, outcome: &Outcome, now_ms: i64) -> anyhow::Result<()> {
         let id_text = id.to_string();
         let query = match outcome {
+            // Back in line, unless its cancel arrived meanwhile: a cancel is never undone.
             Outcome::Requeue => sqlx::query(
-                "UPDATE jobs SET status = 'queued', step = 0, preview_step = NULL,
-                        attempts = MAX(attempts - 1, 0), started_at_ms = NULL
+                "UPDATE jobs SET
+                     status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+                     finished_at_ms = CASE WHEN cancel_requested THEN ?2 ELSE NULL END,
+                     step = 0, preview_step = NULL, attempts = MAX(attempts - 1, 0), started_at_ms = NULL
                  WHERE id = ?1 AND status = 'processing'",
             )
-            .bind(&id_text),
+            .bind(&id_text)
+            .bind(now_ms),
             Outcome::Completed { inference_ms } => sqlx::query(
                 "UPDATE jobs SET status = 'completed', step = steps, finished_at_ms = ?2, inference_ms = ?3
                  WHERE id = ?1 AND status = 'processing'",
@@ -257,13 +262,18 @@ impl JobStore for SqliteStore {
     }
 
     async fn recover_interrupted(&self, now_ms: i64) -> anyhow::Result<Recovery> {
-        let stranded: Vec<(String, i64)> =
-            sqlx::query_as("SELECT id, attempts FROM jobs WHERE status = 'processing'")
+        let stranded: Vec<(String, i64, bool)> =
+            sqlx::query_as("SELECT id, attempts, cancel_requested FROM jobs WHERE status = 'processing'")
                 .fetch_all(&self.pool)
                 .await?;
         let mut recovery = Recovery::default();
-        for (id, attempts) in stranded {
+        for (id, attempts, cancel_requested) in stranded {
             let id = Uuid::parse_str(&id)?;
+            if cancel_requested {
+                self.finish(id, &Outcome::Cancelled, now_ms).await?;
+                recovery.cancelled += 1;
+                continue;
+            }
             let outcome = Outcome::after_interruption(attempts as u32);
             match outcome {
                 // The dead attempt counts: put back in line directly, keeping `attempts`.

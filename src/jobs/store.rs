@@ -39,6 +39,8 @@ pub struct JobCounts {
 pub struct Recovery {
     pub requeued: u64,
     pub failed: u64,
+    /// Cancelled while the dead process ran them: they stay cancelled.
+    pub cancelled: u64,
 }
 
 #[async_trait]
@@ -154,19 +156,35 @@ pub(crate) mod contract {
         assert_eq!(store.claim_next(10_000).await.unwrap().unwrap().id, f.id, "back at the front");
 
         // Recovery after a crash: once more, then interrupted.
-        assert_eq!(store.recover_interrupted(11_000).await.unwrap(), Recovery { requeued: 1, failed: 0 });
+        assert_eq!(store.recover_interrupted(11_000).await.unwrap(), Recovery { requeued: 1, failed: 0, cancelled: 0 });
         assert_eq!(store.get(f.id).await.unwrap().unwrap().status, Status::Queued);
         for _ in 1..MAX_ATTEMPTS {
             assert_eq!(store.claim_next(12_000).await.unwrap().unwrap().id, f.id);
         }
-        assert_eq!(store.recover_interrupted(13_000).await.unwrap(), Recovery { requeued: 0, failed: 1 });
+        assert_eq!(store.recover_interrupted(13_000).await.unwrap(), Recovery { requeued: 0, failed: 1, cancelled: 0 });
         let gave_up = store.get(f.id).await.unwrap().unwrap();
         assert_eq!(gave_up.failure.unwrap().kind, ErrorKind::Interrupted);
+
+        // A cancel is never undone: not by a graceful requeue, not by crash recovery.
+        let h = job("h", 4);
+        let k = job("k", 4);
+        store.enqueue(&h, 5, 1).await.unwrap();
+        store.enqueue(&k, 5, 1).await.unwrap();
+        assert_eq!(store.claim_next(14_000).await.unwrap().unwrap().id, g.id);
+        store.finish(g.id, &Outcome::Cancelled, 14_100).await.unwrap();
+        store.claim_next(14_200).await.unwrap().unwrap();
+        store.request_cancel(h.id, 14_300).await.unwrap();
+        store.finish(h.id, &Outcome::Requeue, 14_400).await.unwrap();
+        assert_eq!(store.get(h.id).await.unwrap().unwrap().status, Status::Cancelled);
+        store.claim_next(14_500).await.unwrap().unwrap();
+        store.request_cancel(k.id, 14_600).await.unwrap();
+        assert_eq!(store.recover_interrupted(15_000).await.unwrap(), Recovery { requeued: 0, failed: 0, cancelled: 1 });
+        assert_eq!(store.get(k.id).await.unwrap().unwrap().status, Status::Cancelled);
 
         // History per visitor, newest first; counts by status.
         let history = store.recent_for_visitor("visitor-a", 10).await.unwrap();
         assert_eq!(history.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a.id]);
         let counts = store.counts().await.unwrap();
-        assert_eq!((counts.queued, counts.processing, counts.completed, counts.failed, counts.cancelled), (1, 0, 1, 2, 2));
+        assert_eq!((counts.queued, counts.processing, counts.completed, counts.failed, counts.cancelled), (0, 0, 1, 2, 5));
     }
 }

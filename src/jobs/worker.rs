@@ -91,7 +91,7 @@ impl Worker {
 
     fn run(mut self) {
         let started = Instant::now();
-        match self.painter.prepare(&self.default_model) {
+        match prepare(self.painter.as_mut(), &self.default_model) {
             Ok(()) => {
                 tracing::info!(model = %self.default_model, secs = started.elapsed().as_secs_f64(), "model loaded");
                 self.service.set_ready(true);
@@ -112,6 +112,7 @@ impl Worker {
                 }
             }
         }
+        self.service.set_ready(false);
         tracing::info!("worker stopped");
     }
 
@@ -122,10 +123,7 @@ impl Worker {
         self.service.changed(id);
         let started = Instant::now();
         let outcome = self.paint(&job, &cancel, started);
-        let store = self.service.store().clone();
-        if let Err(e) = self.runtime.block_on(store.finish(id, &outcome, now_ms())) {
-            tracing::error!(job = %id, error = format!("{e:#}"), "recording a job's end failed");
-        }
+        self.record_end(id, &outcome);
         let (state, kind) = match &outcome {
             Outcome::Completed { .. } => ("completed", ""),
             Outcome::Failed(f) => ("failed", f.kind.as_str()),
@@ -138,8 +136,23 @@ impl Worker {
         self.service.changed(id);
     }
 
+    /// Records how a job ended. Retried: a job left `processing` would keep its client `busy`
+    /// until the next restart (`finish` only touches a processing job, so a retry is harmless).
+    fn record_end(&self, id: uuid::Uuid, outcome: &Outcome) {
+        let store = self.service.store().clone();
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=6 {
+            match self.runtime.block_on(store.finish(id, outcome, now_ms())) {
+                Ok(()) => return,
+                Err(e) => tracing::error!(job = %id, attempt, error = format!("{e:#}"), "recording a job's end failed"),
+            }
+            std::thread::sleep(wait);
+            wait *= 2;
+        }
+    }
+
     fn paint(&mut self, job: &Job, cancel: &AtomicBool, started: Instant) -> Outcome {
-        if let Err(failure) = self.painter.prepare(&job.params.model) {
+        if let Err(failure) = prepare(self.painter.as_mut(), &job.params.model) {
             return Outcome::Failed(failure);
         }
         let (service, runtime, timeout) = (&self.service, &self.runtime, self.job_timeout);
@@ -186,16 +199,23 @@ impl Worker {
             Ok(Err(PaintError::Cancelled)) => Outcome::Cancelled,
             Ok(Err(PaintError::Failed(failure))) => Outcome::Failed(failure),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
-                tracing::error!(job = %job.id, "inference panicked: {what}");
+                tracing::error!(job = %job.id, "inference panicked: {}", panic_message(&panic));
                 Outcome::failed(ErrorKind::InferenceFailed, "The engine crashed while painting this image.")
             }
         }
     }
+}
+
+/// Loads a model; a panic while loading fails the job instead of killing the worker.
+fn prepare(painter: &mut dyn Painter, model: &str) -> Result<(), JobFailure> {
+    catch_unwind(AssertUnwindSafe(|| painter.prepare(model))).unwrap_or_else(|panic| {
+        tracing::error!(model, "loading the model panicked: {}", panic_message(&panic));
+        Err(JobFailure { kind: ErrorKind::InferenceFailed, message: format!("The model {model:?} could not be loaded.") })
+    })
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("unknown panic")
 }
 
 fn encode_preview(img: &RgbImage) -> Option<Vec<u8>> {
@@ -215,7 +235,8 @@ mod tests {
     struct Flaky;
 
     impl Painter for Flaky {
-        fn prepare(&mut self, _model: &str) -> Result<(), JobFailure> {
+        fn prepare(&mut self, model: &str) -> Result<(), JobFailure> {
+            assert_ne!(model, "broken", "the model loader blew up");
             Ok(())
         }
         fn paint(&self, params: &ResolvedParams, on_step: &mut OnStep<'_>, _cancel: &AtomicBool) -> Result<Vec<u8>, PaintError> {
@@ -234,30 +255,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let limits = QueueLimits { max_queued: 10, max_active_per_client: 10, history_len: 10 };
-        let service = JobService::new(Arc::new(store), limits, vec![model()], "tiny".into());
+        let broken = ModelSummary { name: "broken".into(), ..model() };
+        let service = JobService::new(Arc::new(store), limits, vec![model(), broken], "tiny".into());
         let handle = Worker::spawn(service.clone(), Box::new(Flaky), "tiny".into(), Duration::from_secs(10), Handle::current()).unwrap();
         let client = Client { ip: "127.0.0.1".parse().unwrap(), visitor: None };
-        let submit = |prompt: &str| GenerateParams { prompt: prompt.into(), ..Default::default() };
-        let bad = service.submit(&submit("please panic"), &client).await.unwrap();
-        let good = service.submit(&submit("a fox"), &client).await.unwrap();
-        let ids = [bad.job_id.clone(), good.job_id.clone()];
+        let submit = |prompt: &str, model: &str| GenerateParams { prompt: prompt.into(), model: Some(model.into()), ..Default::default() };
+        let mut ids = Vec::new();
+        for (prompt, model) in [("any", "broken"), ("please panic", "tiny"), ("a fox", "tiny")] {
+            ids.push(service.submit(&submit(prompt, model), &client).await.unwrap().job_id);
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
-        let status = |id: &str| {
-            let service = service.clone();
-            let id = id.to_string();
-            async move { service.status(&id).await.unwrap().state }
-        };
-        while !(status(&ids[0]).await.is_terminal() && status(&ids[1]).await.is_terminal()) {
-            assert!(Instant::now() < deadline, "jobs never finished");
+        let mut states = Vec::new();
+        loop {
+            states.clear();
+            for id in &ids {
+                states.push(service.status(id).await.unwrap().state);
+            }
+            if states.iter().all(|s| s.is_terminal()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "jobs never finished: {states:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        match status(&ids[0]).await {
-            crate::api::JobState::Failed { error } => assert_eq!(error.kind, ErrorKind::InferenceFailed),
-            other => panic!("expected inference_failed, got {other:?}"),
+        for failed in &states[..2] {
+            match failed {
+                crate::api::JobState::Failed { error } => assert_eq!(error.kind, ErrorKind::InferenceFailed),
+                other => panic!("expected inference_failed, got {other:?}"),
+            }
         }
-        assert!(matches!(status(&ids[1]).await, crate::api::JobState::Completed { .. }));
-        assert_eq!(service.counts().await.unwrap().completed, 1);
+        assert!(matches!(states[2], crate::api::JobState::Completed { .. }), "{:?}", states[2]);
+        assert!(service.is_ready());
         service.stop_accepting();
         tokio::task::spawn_blocking(move || handle.shutdown(Duration::from_secs(5))).await.unwrap();
+        assert!(!service.is_ready(), "a stopped worker is not ready");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use cookie::{Cookie, SameSite};
@@ -19,25 +19,46 @@ pub const VISITOR_COOKIE: &str = "easel_visitor";
 /// The client's address. Walks `X-Forwarded-For` from the right (the hop nearest to us) while
 /// the hops are trusted proxies; the first untrusted hop is the client. A peer that is not a
 /// trusted proxy is the client, whatever headers it sends.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip(peer: IpAddr, forwarded_for: &str, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+    let peer = peer.to_canonical();
     if !is_trusted(&peer) {
         return peer;
     }
     let mut client = peer;
-    for hop in forwarded_for.unwrap_or("").rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
+    for hop in forwarded_for.rsplit(',').map(str::trim).filter(|h| !h.is_empty()) {
+        match parse_hop(hop) {
+            Some(ip) => {
                 client = ip;
                 if !is_trusted(&ip) {
                     break;
                 }
             }
             // A malformed hop: stop at the last address we could trust.
-            Err(_) => break,
+            None => break,
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:5678`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    hop.parse::<SocketAddr>().ok().map(|s| s.ip().to_canonical())
+}
+
+/// Every `X-Forwarded-For` line in order, as one list: a proxy may add its own line rather
+/// than append to the client's, and the client's line must not be the only one read.
+fn forwarded_for(headers: &HeaderMap) -> String {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Middleware: resolves the client, puts it in the request's extensions (for handlers, server
@@ -48,8 +69,7 @@ pub async fn identify(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = client_ip(peer.ip(), forwarded, &trusted);
+    let ip = client_ip(peer.ip(), &forwarded_for(req.headers()), &trusted);
     let existing = req
         .headers()
         .get_all(COOKIE)
@@ -89,18 +109,36 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_cannot_claim_another_address() {
-        assert_eq!(client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &[]), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("203.0.113.9"), "1.2.3.4", &[]), ip("203.0.113.9"));
         let trusted = ["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("203.0.113.9"), "1.2.3.4", &trusted), ip("203.0.113.9"));
     }
 
     #[test]
     fn a_trusted_proxy_forwards_the_nearest_untrusted_hop() {
         let trusted = ["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()];
         // The leftmost entry is whatever the client typed; the rightmost untrusted is real.
-        assert_eq!(client_ip(ip("127.0.0.1"), Some("6.6.6.6, 198.51.100.7, 10.1.2.3"), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("127.0.0.1"), None, &trusted), ip("127.0.0.1"));
-        assert_eq!(client_ip(ip("10.0.0.1"), Some("junk, 198.51.100.7"), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("10.0.0.1"), Some("198.51.100.7, junk"), &trusted), ip("10.0.0.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), "6.6.6.6, 198.51.100.7, 10.1.2.3", &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), "", &trusted), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("10.0.0.1"), "junk, 198.51.100.7", &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("10.0.0.1"), "198.51.100.7, junk", &trusted), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ports_brackets_and_mapped_addresses() {
+        let trusted = ["127.0.0.1/32".parse().unwrap()];
+        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), "198.51.100.7:5678", &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), "[2001:db8::1]:443", &trusted), ip("2001:db8::1"));
+        assert_eq!(client_ip(ip("::ffff:203.0.113.9"), "1.2.3.4", &trusted), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts() {
+        // The client sent a line of its own; the trusted proxy added the real address after it.
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        let trusted = ["127.0.0.1/32".parse().unwrap()];
+        assert_eq!(client_ip(ip("127.0.0.1"), &forwarded_for(&headers), &trusted), ip("198.51.100.7"));
     }
 }

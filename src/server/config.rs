@@ -125,7 +125,7 @@ struct Flags {
     #[arg(long, env = "EASEL_SHUTDOWN_GRACE_SECS", help = "Time the running job gets on SIGTERM [default: 20]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_grace_secs: Option<u64>,
-    #[arg(long, env = "EASEL_LOG_JSON", help = "Log JSON lines [default: false]")]
+    #[arg(long, env = "EASEL_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new(), help = "Log JSON lines: true/false, 1/0, yes/no [default: false]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_json: Option<bool>,
 }

@@ -2,16 +2,17 @@
 //! and `Retry-After` where waiting helps.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
-use axum::http::header::{ACCEPT, REFERER, RETRY_AFTER};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE, LOCATION, REFERER, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use leptos::server_fn::error::ServerFnUrlError;
 use serde::de::DeserializeOwned;
+use url::Url;
 
-use crate::api::{ApiError, ErrorKind};
+use crate::api::{ApiError, ErrorKind, REFUSED_FORM_PARAM};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -50,28 +51,77 @@ fn from_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// A plain HTML form post (no JavaScript) that ends in an API error — a 429 from the rate
-/// limiter, say, which answers before the server function can — goes back to its page with
-/// the error in the URL, as leptos does for the server function's own errors, so the page can
-/// show it instead of the browser showing raw JSON.
-pub async fn form_errors_back_to_page(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    let accepts_html = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-    let referer = req.headers().get(REFERER).and_then(|v| v.to_str().ok()).map(str::to_string);
+/// Server functions answer every error with 500; this gives it its kind's status (and
+/// `Retry-After`), as the JSON API does. Redirects (a plain form post's errors) pass untouched.
+pub async fn statuses_from_kinds(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
-    let (Some(referer), true) = (referer, accepts_html) else { return response };
-    if response.status().is_success() || response.status().is_redirection() {
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
         return response;
     }
     let (parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
         return ApiError::internal().into_response();
     };
-    let Ok(error) = serde_json::from_slice::<ApiError>(&bytes) else {
-        return Response::from_parts(parts, bytes.into());
-    };
-    match ServerFnUrlError::new(path, error).to_url(&referer) {
-        Ok(url) => Redirect::to(url.as_str()).into_response(),
+    match serde_json::from_slice::<ApiError>(&bytes) {
+        Ok(error) => error.into_response(),
         Err(_) => Response::from_parts(parts, bytes.into()),
+    }
+}
+
+/// A plain HTML form post (no JavaScript) that is refused goes back to its page with the error
+/// in the URL, as leptos does for the server function's own errors, and with the fields the
+/// visitor sent, so the page shows the error and keeps what was typed. This covers errors
+/// answered before the server function runs too (the rate limiter's 429).
+pub async fn form_errors_back_to_page(State(max_body): State<usize>, req: Request, next: Next) -> Response {
+    let (is_form, accepts_html, referer) = {
+        let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
+        (
+            header(CONTENT_TYPE).is_some_and(|v| v.starts_with("application/x-www-form-urlencoded")),
+            header(ACCEPT).is_some_and(|v| v.contains("text/html")),
+            header(REFERER),
+        )
+    };
+    let (Some(referer), true) = (referer, is_form && accepts_html) else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path().to_string();
+    let (parts, body) = req.into_parts();
+    let Ok(form) = axum::body::to_bytes(body, max_body).await else {
+        let error = ApiError::new(ErrorKind::PayloadTooLarge, "The form is too large.");
+        return back_to_page(&referer, &path, error, b"");
+    };
+    let response = next.run(Request::from_parts(parts, form.clone().into())).await;
+    let status = response.status();
+    if status.is_success() {
+        return response;
+    }
+    if status.is_redirection() {
+        // The server function's own error: leptos already put it in the URL; add the fields.
+        let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok());
+        return match location.filter(|l| l.contains("__err=")).and_then(|l| Url::parse(l).ok()) {
+            Some(mut url) => {
+                url.query_pairs_mut().append_pair(REFUSED_FORM_PARAM, &String::from_utf8_lossy(&form));
+                Redirect::to(url.as_str()).into_response()
+            }
+            None => response,
+        };
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return ApiError::internal().into_response();
+    };
+    match serde_json::from_slice::<ApiError>(&bytes) {
+        Ok(error) => back_to_page(&referer, &path, error, &form),
+        Err(_) => Response::from_parts(parts, bytes.into()),
+    }
+}
+
+fn back_to_page(referer: &str, path: &str, error: ApiError, form: &[u8]) -> Response {
+    match ServerFnUrlError::new(path, error.clone()).to_url(referer) {
+        Ok(mut url) => {
+            url.query_pairs_mut().append_pair(REFUSED_FORM_PARAM, &String::from_utf8_lossy(form));
+            Redirect::to(url.as_str()).into_response()
+        }
+        Err(_) => error.into_response(),
     }
 }

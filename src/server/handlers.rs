@@ -79,34 +79,38 @@ fn job_events(jobs: JobService, first: JobView) -> impl Stream<Item = Result<Eve
         let mut changes = jobs.subscribe();
         let mut shutdown = jobs.shutdown_signal();
         let id = first.job_id.clone();
-        let mut last = None;
-        let mut current = Some(first);
+        // Re-read at least every second even when this job is quiet: its queue position moves
+        // as other jobs run, and another instance's worker does not notify this one. The timer
+        // outlives each wait, so other jobs' notifications cannot keep postponing it.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Option<JobView> = None;
+        let mut view = first;
         loop {
-            if let Some(view) = current.take() {
-                if last.as_ref() != Some(&view) {
-                    let terminal = view.state.is_terminal();
-                    if let Ok(event) = Event::default().event(view.state.event_name()).json_data(&view) {
-                        yield Ok(event);
-                    }
-                    if terminal {
-                        break;
-                    }
-                    last = Some(view);
+            if last.as_ref() != Some(&view) {
+                if let Ok(event) = Event::default().event(view.state.event_name()).json_data(&view) {
+                    yield Ok(event);
                 }
+                if view.state.is_terminal() {
+                    break;
+                }
+                last = Some(view.clone());
             }
-            // Wake on a change of this job, or every second anyway: queue positions move when
-            // other jobs change, and another instance's worker does not notify this one.
+            // A stream that starts after shutdown began would never see the change.
+            if *shutdown.borrow() {
+                break;
+            }
             tokio::select! {
                 changed = changes.recv() => match changed {
                     Ok(changed) if changed.to_string() != id => continue,
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
                 },
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
             }
             match jobs.status(&id).await {
-                Ok(view) => current = Some(view),
+                Ok(current) => view = current,
                 Err(_) => break,
             }
         }

@@ -1,12 +1,13 @@
 //! The router: the JSON API, the server functions, the pages and static files, with their
 //! rate limits, body limits, client identification and HTTP metrics.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, on, post, MethodFilter};
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list_with_exclusions, handle_server_fns_with_context, LeptosRoutes};
@@ -26,39 +27,47 @@ pub fn app(state: AppState, config: &Config) -> Router {
     let jobs = state.jobs.clone();
     let server_fn_context = move || provide_context(jobs.clone());
 
-    // The submit server function is mounted here rather than by `leptos_routes`, so that it
-    // shares the JSON submit route's limiter (a server fn #[middleware] would be rebuilt per
-    // request and never limit).
-    let submit_fn = {
-        let context = server_fn_context.clone();
-        move |req: Request| handle_server_fns_with_context(context.clone(), req)
-    };
-    let submits = Router::new()
-        .route("/api/generate", post(handlers::generate))
-        .route(SUBMIT_FN_PATH, post(submit_fn).layer(RequestBodyLimitLayer::new(config.max_body_bytes)))
-        .layer(submit_limit)
-        .layer(from_fn(error::form_errors_back_to_page));
-
-    let reads = Router::new()
+    // Server functions are mounted here rather than by `leptos_routes`, so that each sits
+    // behind the same limiter as its JSON counterpart: submit shares `/api/generate`'s, the
+    // others the reads' (a server fn #[middleware] would be rebuilt per request and never limit).
+    let mut submits = Router::new().route("/api/generate", post(handlers::generate));
+    let mut reads = Router::new()
         .route("/api/status/{id}", get(handlers::status))
         .route("/api/jobs/{id}", delete(handlers::cancel))
         .route("/api/jobs/{id}/events", get(handlers::events))
         .route("/api/images/{file}", get(handlers::image))
         .route("/api/images/{id}/preview.png", get(handlers::preview))
-        .route("/api/models", get(handlers::models))
-        .layer(read_limit);
+        .route("/api/models", get(handlers::models));
+    let server_fns: Vec<_> = leptos::server_fn::axum::server_fn_paths().collect();
+    for (path, method) in &server_fns {
+        let context = server_fn_context.clone();
+        let handler = move |req: Request| handle_server_fns_with_context(context.clone(), req);
+        let filter = MethodFilter::try_from(method.clone()).expect("server functions use standard methods");
+        let route = on(filter, handler)
+            .layer::<_, Infallible>(from_fn(error::statuses_from_kinds))
+            .layer::<_, Infallible>(RequestBodyLimitLayer::new(config.max_body_bytes));
+        if *path == SUBMIT_FN_PATH {
+            submits = submits.route(path, route);
+        } else {
+            reads = reads.route(path, route);
+        }
+    }
+    let submits = submits
+        .layer(submit_limit)
+        .layer(from_fn_with_state(config.max_body_bytes, error::form_errors_back_to_page));
+    let reads = reads.layer(read_limit);
 
     let ops = Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics));
 
-    let routes = generate_route_list_with_exclusions(App, Some(vec![SUBMIT_FN_PATH.to_string()]));
+    let excluded = server_fns.iter().map(|(path, _)| path.to_string()).collect();
+    let routes = generate_route_list_with_exclusions(App, Some(excluded));
     let options = state.leptos_options.clone();
     let site = Router::new()
         .leptos_routes_with_context(&state, routes, server_fn_context, move || shell(options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
 
     Router::new()
         .merge(submits)

@@ -56,6 +56,33 @@ impl Fields {
         self.seed.set(p.seed.to_string());
     }
 
+    /// Puts a refused form's fields (`params[prompt]=..&params[width]=..`, URL-encoded as the
+    /// browser posted them) back into the form.
+    pub fn restore_posted(&self, posted: &str) {
+        for (key, value) in form_urlencoded::parse(posted.as_bytes()) {
+            let value = value.into_owned();
+            match key.as_ref() {
+                "params[prompt]" => self.prompt.set(value),
+                "params[negativePrompt]" => self.negative_prompt.set(value),
+                "params[model]" if !value.is_empty() => self.model.set(value),
+                "params[width]" => {
+                    if let Ok(w) = value.parse() {
+                        self.width.set(w)
+                    }
+                }
+                "params[height]" => {
+                    if let Ok(h) = value.parse() {
+                        self.height.set(h)
+                    }
+                }
+                "params[steps]" => self.steps.set(value),
+                "params[guidance]" => self.guidance.set(value),
+                "params[seed]" => self.seed.set(value),
+                _ => {}
+            }
+        }
+    }
+
     pub fn size(&self) -> SizePreset {
         SizePreset { width: self.width.get(), height: self.height.get() }
     }
