@@ -1,7 +1,8 @@
 //! Following a job in the browser: the Server-Sent Events stream
 //! (`/api/jobs/{id}/events`), with polling of `job_status` every [`POLL_MS`] when the stream
-//! fails, until a terminal state — or until [`FOLLOW_CAP_MS`] has passed, when the page gives
-//! up with a timeout message. Only one job is followed at a time; following another (or
+//! fails, until a terminal state — or until the job has shown no change for
+//! [`FOLLOW_CAP_MS`], when the page gives up with a timeout message. A job moving through a
+//! long queue keeps changing (its position and ETA), so only a stalled one is given up on. Only one job is followed at a time; following another (or
 //! [`stop`]) ends the previous one. On the server these are no-ops.
 
 use leptos::prelude::*;
@@ -10,7 +11,7 @@ use crate::api::{ApiError, JobView};
 
 /// How often the fallback polls, and how often the follower checks its time cap.
 pub const POLL_MS: u32 = 2_000;
-/// The page stops waiting for a job after this long.
+/// The page stops waiting for a job that has shown no change for this long.
 pub const FOLLOW_CAP_MS: f64 = 10.0 * 60.0 * 1000.0;
 /// Consecutive failed polls before the page reports the connection as lost.
 pub const MAX_POLL_FAILURES: u32 = 3;
@@ -83,11 +84,16 @@ mod imp {
         let me = generation();
         let polling = Rc::new(Cell::new(false));
 
+        let last_news = Rc::new(Cell::new(Date::now()));
         let apply: Rc<dyn Fn(JobView)> = {
             let id = job_id.clone();
+            let last_news = last_news.clone();
             Rc::new(move |view: JobView| {
                 if generation() != me || view.job_id != id {
                     return;
+                }
+                if sink.job.with_untracked(|shown| shown.as_ref() != Some(&view)) {
+                    last_news.set(Date::now());
                 }
                 let terminal = view.state.is_terminal();
                 sink.job.set(Some(view));
@@ -131,7 +137,6 @@ mod imp {
             Err(_) => polling.set(true),
         }
 
-        let started = Date::now();
         leptos::task::spawn_local(async move {
             let mut failures = 0;
             loop {
@@ -139,12 +144,12 @@ mod imp {
                 if generation() != me {
                     break;
                 }
-                if Date::now() - started > FOLLOW_CAP_MS {
+                if Date::now() - last_news.get() > FOLLOW_CAP_MS {
                     stop();
                     let minutes = (FOLLOW_CAP_MS / 60_000.0).round();
                     let _ = sink.error.try_set(Some(ApiError::new(
                         ErrorKind::Timeout,
-                        format!("Stopped waiting for the picture after {minutes} minutes."),
+                        format!("The picture showed no progress for {minutes} minutes, so the page stopped waiting."),
                     )));
                     break;
                 }
