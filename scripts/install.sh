@@ -64,6 +64,11 @@ easel_install() {
     if [ "$want" = test ] && [ ! -x /usr/bin/chromium ]; then
         apt_install chromium
     fi
+    # The Redis store's integration tests (tests/redis.rs) start their own redis-server on a
+    # loopback port; Debian's package is enough. No service is started here.
+    if [ "$want" = test ] && ! command -v redis-server >/dev/null; then
+        apt_install redis-server
+    fi
 }
 
 easel_install "$@"

@@ -1,12 +1,14 @@
-//! Jobs: the queue between the web and the engine. A job is stored (`store`), claimed by the
-//! worker thread that owns the loaded model (`worker`), and read back by status requests and
-//! event streams (`service`). The job record and its state machine (`job`) are pure.
+//! Jobs: the queue between the web and the engine. A job is stored (`store`: `sqlite` embedded,
+//! or `redis` shared by many processes), claimed by the worker thread that owns the loaded model
+//! (`worker`), and read back by status requests and event streams (`service`). The job record
+//! and its state machine (`job`) are pure.
 //!
 //! Jobs speak `api`'s wire types (ResolvedParams, JobView, ErrorKind) rather than copies of
 //! them, so that a kind is the same string in the database, JSON, server functions and SSE.
 
 mod engine_painter;
 mod job;
+mod redis;
 mod service;
 mod sqlite;
 mod store;
@@ -15,6 +17,7 @@ mod worker;
 pub use engine_painter::{offered_models, EnginePainter};
 pub use job::{Job, Outcome, Status, MAX_ATTEMPTS};
 pub use service::{now_ms, Client, JobService, QueueLimits};
+pub use redis::{RedisSettings, RedisStore};
 pub use sqlite::SqliteStore;
-pub use store::{Enqueued, JobCounts, JobStore, QueueAhead, Recovery};
+pub use store::{Enqueued, JobCounts, JobStore, QueueAhead, Recovery, Sharing};
 pub use worker::{OnStep, PaintError, Painter, Worker, WorkerHandle};

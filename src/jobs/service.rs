@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch, Notify};
 use uuid::Uuid;
@@ -48,6 +48,10 @@ struct Inner {
     running: Mutex<HashMap<Uuid, Arc<AtomicBool>>>,
     /// Smoothed milliseconds per denoising step, measured by the worker; feeds queue ETAs.
     ms_per_step: Mutex<Option<f64>>,
+    /// Without a worker here: the workers' shared step time, and when it was read.
+    shared_ms_per_step: Mutex<Option<(Instant, Option<f64>)>>,
+    /// The store announces changes to every process itself (shared store).
+    store_announces: bool,
     accepting: AtomicBool,
     ready: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -80,9 +84,12 @@ impl JobService {
     ) -> Self {
         let (changes, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
+        let store_announces = store.follow_changes(changes.clone());
         Self {
             inner: Arc::new(Inner {
                 store,
+                store_announces,
+                shared_ms_per_step: Mutex::new(None),
                 limits,
                 models,
                 default_model,
@@ -228,7 +235,11 @@ impl JobService {
     async fn view(&self, job: &Job) -> anyhow::Result<JobView> {
         let queue = if job.status == Status::Queued {
             let ahead = self.inner.store.queue_ahead(job).await?;
-            let eta = self.ms_per_step().map(|ms| ((ahead.steps_ahead + job.params.steps as u64) as f64 * ms) as u64);
+            let ms_per_step = match self.ms_per_step() {
+                Some(ms) => Some(ms),
+                None => self.shared_ms_per_step().await,
+            };
+            let eta = ms_per_step.map(|ms| ((ahead.steps_ahead + job.params.steps as u64) as f64 * ms) as u64);
             Some((ahead.position, eta))
         } else {
             None
@@ -245,6 +256,43 @@ impl JobService {
         *self.inner.ms_per_step.lock().expect("step time")
     }
 
+    /// The workers' step time from a shared store, read at most every few seconds.
+    async fn shared_ms_per_step(&self) -> Option<f64> {
+        const FRESH: Duration = Duration::from_secs(5);
+        if let Some((read_at, ms)) = *self.inner.shared_ms_per_step.lock().expect("shared step time") {
+            if read_at.elapsed() < FRESH {
+                return ms;
+            }
+        }
+        let ms = self.inner.store.shared_step_ms().await.unwrap_or_else(|e| {
+            tracing::warn!(error = format!("{e:#}"), "reading the shared step time failed");
+            None
+        });
+        *self.inner.shared_ms_per_step.lock().expect("shared step time") = Some((Instant::now(), ms));
+        ms
+    }
+
+    /// Whether the store answers.
+    pub async fn store_reachable(&self) -> bool {
+        match self.inner.store.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "the job store does not answer");
+                false
+            }
+        }
+    }
+
+    /// Jobs whose worker died run again or end `interrupted` (see `JobStore::recover_interrupted`).
+    pub async fn recover_interrupted(&self) -> anyhow::Result<super::Recovery> {
+        self.inner.store.recover_interrupted(now_ms()).await
+    }
+
+    /// Marks a process without a worker ready to take jobs (the workers are elsewhere).
+    pub fn set_web_ready(&self) {
+        self.set_ready(true);
+    }
+
     // ---- what the worker reports ----
 
     pub(super) fn store(&self) -> &Arc<dyn JobStore> {
@@ -252,6 +300,10 @@ impl JobService {
     }
 
     pub(super) fn changed(&self, id: Uuid) {
+        // A shared store announced it already, to every process including this one.
+        if self.inner.store_announces {
+            return;
+        }
         // No receivers is fine: nobody is watching.
         let _ = self.inner.changes.send(id);
     }
@@ -281,14 +333,17 @@ impl JobService {
         }
     }
 
-    pub(super) fn record_step(&self, elapsed: Duration) {
+    /// Records one step's time; answers the smoothed time per step.
+    pub(super) fn record_step(&self, elapsed: Duration) -> f64 {
         let ms = elapsed.as_secs_f64() * 1000.0;
         metrics::histogram!("easel_step_seconds").record(elapsed.as_secs_f64());
         let mut avg = self.inner.ms_per_step.lock().expect("step time");
-        *avg = Some(match *avg {
+        let smoothed = match *avg {
             Some(prev) => prev * 0.8 + ms * 0.2,
             None => ms,
-        });
+        };
+        *avg = Some(smoothed);
+        smoothed
     }
 
     pub(super) async fn wait_for_work(&self, at_most: Duration) {

@@ -1,5 +1,5 @@
 //! The embedded job store: SQLite (WAL) for job rows, a local directory for PNGs. Needs
-//! nothing running; one process owns it.
+//! nothing running; one process owns it. The queue is fair-share (see `store`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -137,9 +137,12 @@ impl JobStore for SqliteStore {
         if queued >= max_queued {
             return Ok(Enqueued::QueueFull);
         }
+        // The round after the client's previous job, but not one already served.
         sqlx::query(
-            "INSERT INTO jobs (id, status, params, steps, client, visitor, created_at_ms)
-             VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, status, params, steps, client, visitor, created_at_ms, model, round)
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7,
+                     1 + MAX((SELECT round FROM fair_clock WHERE id = 1),
+                             COALESCE((SELECT MAX(round) FROM jobs WHERE client = ?4), 0)))",
         )
         .bind(job.id.to_string())
         .bind(serde_json::to_string(&job.params)?)
@@ -147,6 +150,7 @@ impl JobStore for SqliteStore {
         .bind(&job.client)
         .bind(&job.visitor)
         .bind(job.created_at_ms)
+        .bind(&job.params.model)
         .execute(&self.pool)
         .await
         .context("inserting a job")?;
@@ -167,7 +171,7 @@ impl JobStore for SqliteStore {
             "SELECT COUNT(*) FILTER (WHERE status = 'queued'),
                     SUM(CASE WHEN status = 'queued' THEN steps ELSE steps - step END)
              FROM jobs
-             WHERE (status = 'queued' AND seq < (SELECT seq FROM jobs WHERE id = ?1))
+             WHERE (status = 'queued' AND (round, seq) < (SELECT round, seq FROM jobs WHERE id = ?1))
                 OR status = 'processing'",
         )
         .bind(job.id.to_string())
@@ -176,21 +180,32 @@ impl JobStore for SqliteStore {
         Ok(QueueAhead { position: position as u32, steps_ahead: steps_ahead.unwrap_or(0).max(0) as u64 })
     }
 
-    async fn claim_next(&self, now_ms: i64) -> anyhow::Result<Option<Job>> {
-        sqlx::query_as::<_, JobRow>(
+    async fn claim_next(&self, now_ms: i64, models: &[String]) -> anyhow::Result<Option<Job>> {
+        let mut tx = self.pool.begin().await.context("claiming a job")?;
+        let claimed = sqlx::query_as::<_, JobRow>(
             "UPDATE jobs
              SET status = 'processing', attempts = attempts + 1, step = 0, preview_step = NULL,
                  started_at_ms = ?1
-             WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
+             WHERE seq = (SELECT seq FROM jobs
+                          WHERE status = 'queued' AND model IN (SELECT value FROM json_each(?2))
+                          ORDER BY round, seq LIMIT 1)
                AND status = 'queued'
              RETURNING *",
         )
         .bind(now_ms)
-        .fetch_optional(&self.pool)
+        .bind(serde_json::to_string(models)?)
+        .fetch_optional(&mut *tx)
         .await
-        .context("claiming a job")?
-        .map(Job::try_from)
-        .transpose()
+        .context("claiming a job")?;
+        if let Some(row) = &claimed {
+            sqlx::query("UPDATE fair_clock SET round = MAX(round, (SELECT round FROM jobs WHERE id = ?1)) WHERE id = 1")
+                .bind(&row.id)
+                .execute(&mut *tx)
+                .await
+                .context("advancing the fair-share clock")?;
+        }
+        tx.commit().await.context("claiming a job")?;
+        claimed.map(Job::try_from).transpose()
     }
 
     async fn set_step(&self, id: Uuid, step: u32) -> anyhow::Result<bool> {

@@ -1,8 +1,15 @@
 //! The job-store seam: what the web side and the worker need from wherever jobs live. SQLite
-//! with a local image directory fills it today; a Redis store (many web instances, separate GPU
-//! workers) fills the same trait later and must pass the same tests.
+//! with a local image directory (one process) and Redis (many web processes, separate GPU
+//! workers) fill it, and both pass the same contract below.
+//!
+//! Both serve the queue round-robin across clients ("fair share"): a job's place is its client's
+//! round, then its arrival. A client's next job joins the round after its previous one, but
+//! never a round already served, so one busy client cannot starve the others.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{Job, Outcome};
@@ -43,14 +50,23 @@ pub struct Recovery {
     pub cancelled: u64,
 }
 
+/// How a store shared by several processes behaves (Redis). A store only one process uses
+/// (SQLite) has none of this.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sharing {
+    /// How often a worker looks for jobs whose worker went silent (`recover_interrupted`).
+    pub reclaim_every: Duration,
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Adds a queued job unless the queue is full or the client has too many active jobs.
     async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued>;
     async fn get(&self, id: Uuid) -> anyhow::Result<Option<Job>>;
     async fn queue_ahead(&self, job: &Job) -> anyhow::Result<QueueAhead>;
-    /// Takes the oldest queued job (FIFO) and marks it processing, counting an attempt.
-    async fn claim_next(&self, now_ms: i64) -> anyhow::Result<Option<Job>>;
+    /// Takes the next queued job for one of `models` (round-robin across clients) and marks it
+    /// processing, counting an attempt. A shared store may wait a moment for one to arrive.
+    async fn claim_next(&self, now_ms: i64, models: &[String]) -> anyhow::Result<Option<Job>>;
     /// Records progress; answers whether a cancel was requested meanwhile (from any instance).
     async fn set_step(&self, id: Uuid, step: u32) -> anyhow::Result<bool>;
     /// Ends a processing job (or puts it back in line with `Outcome::Requeue`).
@@ -58,7 +74,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Cancels a queued job at once; marks a processing one for its worker to stop.
     /// `None` when no such job exists.
     async fn request_cancel(&self, id: Uuid, now_ms: i64) -> anyhow::Result<Option<Job>>;
-    /// Start-up: jobs left processing by a dead process run once more or end `interrupted`.
+    /// Jobs left processing by a dead worker run once more or end `interrupted`. SQLite: every
+    /// processing job at start-up. Redis: those whose worker is silent past the heartbeat.
     async fn recover_interrupted(&self, now_ms: i64) -> anyhow::Result<Recovery>;
     async fn recent_for_visitor(&self, visitor: &str, limit: u32) -> anyhow::Result<Vec<Job>>;
     async fn counts(&self) -> anyhow::Result<JobCounts>;
@@ -67,6 +84,31 @@ pub trait JobStore: Send + Sync + 'static {
     async fn image(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>>;
     async fn put_preview(&self, id: Uuid, step: u32, png: Vec<u8>) -> anyhow::Result<()>;
     async fn preview(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>>;
+
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// `Some` when several processes share this store.
+    fn sharing(&self) -> Option<Sharing> {
+        None
+    }
+
+    /// A shared store announces every job change to every process: it forwards them into
+    /// `changes` (in the background) and answers true. False: this process sees all changes.
+    fn follow_changes(&self, _changes: broadcast::Sender<Uuid>) -> bool {
+        false
+    }
+
+    /// Shares the workers' measured time per step, for ETAs on processes without a worker.
+    async fn share_step_ms(&self, _ms: f64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn shared_step_ms(&self) -> anyhow::Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// Checks any `JobStore` against the behaviour the service and worker rely on. The SQLite
@@ -77,7 +119,15 @@ pub(crate) mod contract {
     use crate::api::{ErrorKind, ResolvedParams};
     use crate::jobs::{Status, MAX_ATTEMPTS};
 
+    fn tiny() -> Vec<String> {
+        vec!["tiny".into()]
+    }
+
     fn job(client: &str, steps: u32) -> Job {
+        job_for(client, steps, "tiny")
+    }
+
+    fn job_for(client: &str, steps: u32, model: &str) -> Job {
         let params = ResolvedParams {
             prompt: "a fox".into(),
             negative_prompt: String::new(),
@@ -86,7 +136,7 @@ pub(crate) mod contract {
             steps,
             guidance: 7.5,
             seed: 1,
-            model: "tiny".into(),
+            model: model.into(),
         };
         Job::new(params, client.into(), Some(format!("visitor-{client}")), 1_000)
     }
@@ -104,7 +154,7 @@ pub(crate) mod contract {
         assert_eq!(store.queue_ahead(&b).await.unwrap(), QueueAhead { position: 1, steps_ahead: 10 });
 
         // Claim in order; progress; the queue moves.
-        let claimed = store.claim_next(2_000).await.unwrap().unwrap();
+        let claimed = store.claim_next(2_000, &tiny()).await.unwrap().unwrap();
         assert_eq!((claimed.id, claimed.status, claimed.attempts), (a.id, Status::Processing, 1));
         assert!(!store.set_step(a.id, 3).await.unwrap());
         assert_eq!(store.queue_ahead(&b).await.unwrap(), QueueAhead { position: 0, steps_ahead: 7 });
@@ -125,7 +175,7 @@ pub(crate) mod contract {
         assert!(store.request_cancel(uuid::Uuid::new_v4(), 0).await.unwrap().is_none());
 
         // Completion with an image; a terminal job does not change again.
-        let b_claimed = store.claim_next(4_000).await.unwrap().unwrap();
+        let b_claimed = store.claim_next(4_000, &tiny()).await.unwrap().unwrap();
         assert_eq!(b_claimed.id, b.id);
         store.put_image(b.id, vec![9; 10]).await.unwrap();
         store.finish(b.id, &Outcome::Completed { inference_ms: 500 }, 5_000).await.unwrap();
@@ -138,7 +188,7 @@ pub(crate) mod contract {
         // Failure keeps its kind and message.
         let e = job("e", 4);
         store.enqueue(&e, 5, 1).await.unwrap();
-        store.claim_next(7_000).await.unwrap().unwrap();
+        store.claim_next(7_000, &tiny()).await.unwrap().unwrap();
         store.finish(e.id, &Outcome::failed(ErrorKind::Timeout, "too slow"), 8_000).await.unwrap();
         let failed = store.get(e.id).await.unwrap().unwrap();
         assert_eq!(failed.status, Status::Failed);
@@ -149,17 +199,17 @@ pub(crate) mod contract {
         let g = job("g", 4);
         store.enqueue(&f, 5, 1).await.unwrap();
         store.enqueue(&g, 5, 1).await.unwrap();
-        store.claim_next(9_000).await.unwrap().unwrap();
+        store.claim_next(9_000, &tiny()).await.unwrap().unwrap();
         store.finish(f.id, &Outcome::Requeue, 9_500).await.unwrap();
         let requeued = store.get(f.id).await.unwrap().unwrap();
         assert_eq!((requeued.status, requeued.attempts), (Status::Queued, 0));
-        assert_eq!(store.claim_next(10_000).await.unwrap().unwrap().id, f.id, "back at the front");
+        assert_eq!(store.claim_next(10_000, &tiny()).await.unwrap().unwrap().id, f.id, "back at the front");
 
         // Recovery after a crash: once more, then interrupted.
         assert_eq!(store.recover_interrupted(11_000).await.unwrap(), Recovery { requeued: 1, failed: 0, cancelled: 0 });
         assert_eq!(store.get(f.id).await.unwrap().unwrap().status, Status::Queued);
         for _ in 1..MAX_ATTEMPTS {
-            assert_eq!(store.claim_next(12_000).await.unwrap().unwrap().id, f.id);
+            assert_eq!(store.claim_next(12_000, &tiny()).await.unwrap().unwrap().id, f.id);
         }
         assert_eq!(store.recover_interrupted(13_000).await.unwrap(), Recovery { requeued: 0, failed: 1, cancelled: 0 });
         let gave_up = store.get(f.id).await.unwrap().unwrap();
@@ -170,13 +220,13 @@ pub(crate) mod contract {
         let k = job("k", 4);
         store.enqueue(&h, 5, 1).await.unwrap();
         store.enqueue(&k, 5, 1).await.unwrap();
-        assert_eq!(store.claim_next(14_000).await.unwrap().unwrap().id, g.id);
+        assert_eq!(store.claim_next(14_000, &tiny()).await.unwrap().unwrap().id, g.id);
         store.finish(g.id, &Outcome::Cancelled, 14_100).await.unwrap();
-        store.claim_next(14_200).await.unwrap().unwrap();
+        store.claim_next(14_200, &tiny()).await.unwrap().unwrap();
         store.request_cancel(h.id, 14_300).await.unwrap();
         store.finish(h.id, &Outcome::Requeue, 14_400).await.unwrap();
         assert_eq!(store.get(h.id).await.unwrap().unwrap().status, Status::Cancelled);
-        store.claim_next(14_500).await.unwrap().unwrap();
+        store.claim_next(14_500, &tiny()).await.unwrap().unwrap();
         store.request_cancel(k.id, 14_600).await.unwrap();
         assert_eq!(store.recover_interrupted(15_000).await.unwrap(), Recovery { requeued: 0, failed: 0, cancelled: 1 });
         assert_eq!(store.get(k.id).await.unwrap().unwrap().status, Status::Cancelled);
@@ -186,5 +236,42 @@ pub(crate) mod contract {
         assert_eq!(history.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a.id]);
         let counts = store.counts().await.unwrap();
         assert_eq!((counts.queued, counts.processing, counts.completed, counts.failed, counts.cancelled), (0, 0, 1, 2, 5));
+
+        fair_share(store).await;
+    }
+
+    /// Round-robin across clients, positions that say so, and workers that take only their models.
+    async fn fair_share(store: &dyn JobStore) {
+        let x: Vec<Job> = (0..3).map(|_| job("x", 5)).collect();
+        for j in &x {
+            assert_eq!(store.enqueue(j, 20, 5).await.unwrap(), Enqueued::Accepted);
+        }
+        let y = job("y", 7);
+        store.enqueue(&y, 20, 5).await.unwrap();
+        // y arrived last but is served in the first round, right after x's first job.
+        assert_eq!(store.queue_ahead(&y).await.unwrap(), QueueAhead { position: 1, steps_ahead: 5 });
+        assert_eq!(store.queue_ahead(&x[2]).await.unwrap(), QueueAhead { position: 3, steps_ahead: 17 });
+        let xl = job_for("z", 3, "tiny-xl");
+        store.enqueue(&xl, 20, 5).await.unwrap();
+        assert!(store.claim_next(20_000, &["other".into()]).await.unwrap().is_none(), "nobody else's models");
+        let mut order = Vec::new();
+        while let Some(claimed) = store.claim_next(21_000, &tiny()).await.unwrap() {
+            order.push(claimed.id);
+            store.finish(claimed.id, &Outcome::Completed { inference_ms: 1 }, 21_500).await.unwrap();
+        }
+        assert_eq!(order, vec![x[0].id, y.id, x[1].id, x[2].id]);
+        // A client that comes back joins the current round, not the rounds it missed.
+        let w = job("w", 5);
+        let y_again = job("y", 5);
+        store.enqueue(&w, 20, 5).await.unwrap();
+        store.enqueue(&y_again, 20, 5).await.unwrap();
+        assert_eq!(store.claim_next(22_000, &["tiny-xl".into()]).await.unwrap().unwrap().id, xl.id);
+        store.finish(xl.id, &Outcome::Completed { inference_ms: 1 }, 22_100).await.unwrap();
+        assert_eq!(store.queue_ahead(&y_again).await.unwrap(), QueueAhead { position: 1, steps_ahead: 5 });
+        assert_eq!(store.claim_next(22_200, &tiny()).await.unwrap().unwrap().id, w.id);
+        store.finish(w.id, &Outcome::Completed { inference_ms: 1 }, 22_300).await.unwrap();
+        assert_eq!(store.claim_next(22_400, &tiny()).await.unwrap().unwrap().id, y_again.id);
+        store.finish(y_again.id, &Outcome::Completed { inference_ms: 1 }, 22_500).await.unwrap();
+        assert_eq!(store.counts().await.unwrap().queued, 0);
     }
 }

@@ -1,5 +1,6 @@
-//! The worker: a plain thread that owns the loaded model, claims jobs in FIFO order and runs
-//! them, so the async runtime never blocks on inference.
+//! The worker: a plain thread that owns the loaded model, claims jobs (fair share across
+//! clients, only for the models it offers) and runs them, so the async runtime never blocks on
+//! inference.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,11 +99,20 @@ impl Worker {
             }
             Err(e) => tracing::error!(model = %self.default_model, "cannot load the default model: {}", e.message),
         }
+        let models: Vec<String> = self.service.models().iter().map(|m| m.name.clone()).collect();
+        let sharing = self.service.store().sharing();
+        let mut last_reclaim = Instant::now();
         // Once shutdown begins, the queue stays as it is for the next start.
         while !self.control.stop.load(Ordering::SeqCst) && !self.service.is_stopping() {
-            let claimed = self.runtime.block_on(self.service.store().claim_next(now_ms()));
+            if sharing.is_some_and(|s| last_reclaim.elapsed() >= s.reclaim_every) {
+                self.reclaim_from_silent_workers();
+                last_reclaim = Instant::now();
+            }
+            let claimed = self.runtime.block_on(self.service.store().claim_next(now_ms(), &models));
             match claimed {
                 Ok(Some(job)) => self.run_job(job),
+                // A shared store's claim already waited for work.
+                Ok(None) if sharing.is_some() => {}
                 Ok(None) => {
                     self.runtime.block_on(self.service.wait_for_work(Duration::from_millis(500)));
                 }
@@ -114,6 +124,17 @@ impl Worker {
         }
         self.service.set_ready(false);
         tracing::info!("worker stopped");
+    }
+
+    /// Shared store: jobs whose worker died run again here (or end `interrupted`).
+    fn reclaim_from_silent_workers(&self) {
+        match self.runtime.block_on(self.service.store().recover_interrupted(now_ms())) {
+            Ok(recovery) if recovery != Default::default() => {
+                tracing::warn!(requeued = recovery.requeued, failed = recovery.failed, cancelled = recovery.cancelled, "took over jobs of a silent worker");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = format!("{e:#}"), "looking for jobs of silent workers failed"),
+        }
     }
 
     fn run_job(&mut self, job: Job) {
@@ -160,8 +181,11 @@ impl Worker {
         let mut timed_out = false;
         let mut last_step = Instant::now();
         let mut on_step = |step: u32, _total: u32, preview: Option<&RgbImage>| {
-            service.record_step(last_step.elapsed());
+            let ms_per_step = service.record_step(last_step.elapsed());
             last_step = Instant::now();
+            if let Err(e) = runtime.block_on(store.share_step_ms(ms_per_step)) {
+                tracing::warn!(error = format!("{e:#}"), "sharing the step time failed");
+            }
             match runtime.block_on(store.set_step(job.id, step)) {
                 Ok(true) => cancel.store(true, Ordering::SeqCst),
                 Ok(false) => {}

@@ -46,6 +46,33 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// Where jobs live: "sqlite" (embedded, in `data_dir`; one process) or a Redis URL
+    /// (`redis://host:port/db`; shared by many web and worker processes).
+    pub store: String,
+    /// Whether this process runs a worker. Off: web only (needs a shared store).
+    pub worker: bool,
+    /// The worker-only process's address for /healthz, /readyz and /metrics.
+    pub worker_addr: std::net::SocketAddr,
+    /// A running job whose worker is silent this long is taken over by another worker (Redis).
+    pub heartbeat_secs: u64,
+    /// A finished job's record and image are kept this long (Redis store).
+    pub retention_secs: u64,
+}
+
+/// What this process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The site and the API, plus a worker unless `worker` is off.
+    Web,
+    /// Only a worker: claims jobs and paints; HTTP only for health and metrics.
+    Worker,
+}
+
+/// Whether the store is the embedded SQLite one or Redis at a URL.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreKind {
+    Sqlite,
+    Redis(String),
 }
 
 impl Default for Config {
@@ -67,6 +94,11 @@ impl Default for Config {
             history_len: 24,
             shutdown_grace_secs: 20,
             log_json: false,
+            store: "sqlite".into(),
+            worker: true,
+            worker_addr: ([127, 0, 0, 1], 3100).into(),
+            heartbeat_secs: 15,
+            retention_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -76,6 +108,10 @@ impl Default for Config {
 #[derive(Debug, Parser, Serialize)]
 #[command(name = "easel", version, about = "easel: a text-to-image web app. Serves on the address in Leptos.toml (LEPTOS_SITE_ADDR overrides).")]
 struct Flags {
+    /// What this process is: the site with its worker (default), or `worker` alone
+    #[arg(value_enum)]
+    #[serde(skip)]
+    role: Option<Role>,
     /// TOML file with any of the settings below (snake_case keys)
     #[arg(long, env = "EASEL_CONFIG")]
     #[serde(skip)]
@@ -128,6 +164,25 @@ struct Flags {
     #[arg(long, env = "EASEL_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new(), help = "Log JSON lines: true/false, 1/0, yes/no [default: false]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_json: Option<bool>,
+    #[arg(long, env = "EASEL_STORE", help = "sqlite, or redis://host:port/db to share jobs between processes [default: sqlite]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<String>,
+    #[arg(long, env = "EASEL_WORKER", value_parser = clap::builder::BoolishValueParser::new(), help = "Run a worker in this web process: on/off [default: on]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker: Option<bool>,
+    /// Web only: serve the site and the API, run no jobs (same as --worker off)
+    #[arg(long)]
+    #[serde(skip)]
+    no_worker: bool,
+    #[arg(long, env = "EASEL_WORKER_ADDR", help = "`easel worker`: address of /healthz, /readyz, /metrics [default: 127.0.0.1:3100]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_addr: Option<std::net::SocketAddr>,
+    #[arg(long, env = "EASEL_HEARTBEAT_SECS", help = "Redis: a running job whose worker is silent this long runs elsewhere [default: 15]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_secs: Option<u64>,
+    #[arg(long, env = "EASEL_RETENTION_SECS", help = "Redis: how long finished jobs and images are kept [default: 604800]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_secs: Option<u64>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a range (`10.0.0.0/8`).
@@ -168,10 +223,30 @@ impl Config {
     }
 
 
-    /// Reads the configuration from the process's arguments, environment and config file.
-    /// `--help` and `--version` print and exit here.
-    pub fn load() -> anyhow::Result<Self> {
-        Self::from_flags(Flags::parse())
+    /// Reads the configuration and the role from the process's arguments, environment and
+    /// config file. `--help` and `--version` print and exit here.
+    pub fn load() -> anyhow::Result<(Self, Role)> {
+        let flags = Flags::parse();
+        let role = flags.role.unwrap_or(Role::Web);
+        let config = Self::from_flags(flags)?;
+        anyhow::ensure!(
+            config.store_kind()? != StoreKind::Sqlite || (role == Role::Web && config.worker),
+            "a web process without a worker, or a worker alone, needs a store shared between processes: \
+             set store = \"redis://host:port/db\" (EASEL_STORE, --store)"
+        );
+        Ok((config, role))
+    }
+
+    /// The store setting, checked.
+    pub fn store_kind(&self) -> anyhow::Result<StoreKind> {
+        let store = self.store.trim();
+        if store == "sqlite" {
+            Ok(StoreKind::Sqlite)
+        } else if store.starts_with("redis://") || store.starts_with("rediss://") || store.starts_with("redis+unix://") {
+            Ok(StoreKind::Redis(store.to_string()))
+        } else {
+            anyhow::bail!("store must be \"sqlite\" or a redis:// URL, not {store:?}")
+        }
     }
 
     /// The engine's device choice from the `device` setting.
@@ -193,9 +268,12 @@ impl Config {
             .merge(Serialized::defaults(&flags))
             .extract()
             .context("reading the configuration")?;
+        let config = if flags.no_worker { Config { worker: false, ..config } } else { config };
         anyhow::ensure!(config.submits_per_minute > 0, "submits_per_minute must be at least 1");
         anyhow::ensure!(config.reads_per_second > 0, "reads_per_second must be at least 1");
         anyhow::ensure!(config.max_active_per_client > 0, "max_active_per_client must be at least 1");
+        anyhow::ensure!(config.heartbeat_secs > 0, "heartbeat_secs must be at least 1");
+        config.store_kind()?;
         Ok(config)
     }
 }
@@ -226,6 +304,22 @@ mod tests {
         assert!(Flags::try_parse_from(["easel", "--trusted-proxies", "127.0.0.1,::1,10.0.0.0/8"]).is_ok());
         assert!(Flags::try_parse_from(["easel", "--trusted-proxies", "localhost"]).is_err());
         assert_eq!(config.history_len, Config::default().history_len);
+    }
+
+    #[test]
+    fn roles_and_stores() {
+        let parse = |args: &[&str]| Flags::try_parse_from(args).map(|f| (f.role, Config::from_flags(f)));
+        let (role, config) = parse(&["easel", "worker", "--store", "redis://127.0.0.1:6379/0"]).unwrap();
+        assert_eq!(role, Some(Role::Worker));
+        assert_eq!(config.unwrap().store_kind().unwrap(), StoreKind::Redis("redis://127.0.0.1:6379/0".into()));
+        let (_, config) = parse(&["easel", "--no-worker"]).unwrap();
+        assert!(!config.unwrap().worker);
+        let (_, config) = parse(&["easel", "--worker", "off"]).unwrap();
+        assert!(!config.unwrap().worker);
+        let (role, config) = parse(&["easel"]).unwrap();
+        assert_eq!((role, config.unwrap().store_kind().unwrap()), (None, StoreKind::Sqlite));
+        assert!(parse(&["easel", "--store", "postgres://x"]).unwrap().1.is_err());
+        assert!(parse(&["easel", "painter"]).is_err());
     }
 
     #[test]

@@ -11,11 +11,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::Stream;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiJson;
 use super::state::AppState;
-use crate::api::{ApiError, GenerateParams, JobView, ModelSummary};
+use crate::api::{ApiError, GenerateParams, JobState, JobView, ModelSummary};
 use crate::jobs::{Client, JobService};
 
 pub async fn generate(
@@ -79,10 +80,10 @@ fn job_events(jobs: JobService, first: JobView) -> impl Stream<Item = Result<Eve
         let mut changes = jobs.subscribe();
         let mut shutdown = jobs.shutdown_signal();
         let id = first.job_id.clone();
-        // Re-read at least every second even when this job is quiet: its queue position moves
-        // as other jobs run, and another instance's worker does not notify this one. The timer
-        // outlives each wait, so other jobs' notifications cannot keep postponing it.
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Every change reaches this process (a shared store announces other processes' too), so
+        // the timer is only a safety net, e.g. for announcements lost while Redis reconnected.
+        // It outlives each wait, so other jobs' notifications cannot keep postponing it.
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Option<JobView> = None;
         let mut view = first;
@@ -102,7 +103,8 @@ fn job_events(jobs: JobService, first: JobView) -> impl Stream<Item = Result<Eve
             }
             tokio::select! {
                 changed = changes.recv() => match changed {
-                    Ok(changed) if changed.to_string() != id => continue,
+                    // A queued job's position moves when any job is claimed, ends or is cancelled.
+                    Ok(changed) if changed.to_string() != id && !matches!(view.state, JobState::Queued { .. }) => continue,
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
                 },
@@ -121,16 +123,19 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.jobs.is_ready() {
-        Json(serde_json::json!({ "ready": true, "model": state.jobs.default_model() })).into_response()
-    } else {
-        ApiError::new(crate::api::ErrorKind::NotReady, "The model is still loading.").retry_after(5).into_response()
+/// Ready: the model is loaded (or this process has no worker) and the store answers.
+pub async fn readyz(State(jobs): State<JobService>) -> Response {
+    if !jobs.is_ready() {
+        return ApiError::new(crate::api::ErrorKind::NotReady, "The model is still loading.").retry_after(5).into_response();
     }
+    if !jobs.store_reachable().await {
+        return ApiError::new(crate::api::ErrorKind::NotReady, "The job store does not answer.").retry_after(5).into_response();
+    }
+    Json(serde_json::json!({ "ready": true, "model": jobs.default_model() })).into_response()
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    match state.jobs.counts().await {
+pub async fn metrics(State(jobs): State<JobService>, State(handle): State<PrometheusHandle>) -> Response {
+    match jobs.counts().await {
         Ok(counts) => {
             metrics::gauge!("easel_queue_depth").set(counts.queued as f64);
             for (status, n) in [
@@ -145,6 +150,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = format!("{e:#}"), "counting jobs for metrics failed"),
     }
-    metrics::gauge!("easel_model_ready").set(if state.jobs.is_ready() { 1.0 } else { 0.0 });
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    metrics::gauge!("easel_model_ready").set(if jobs.is_ready() { 1.0 } else { 0.0 });
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }

@@ -1,5 +1,7 @@
-//! Server wiring: configuration -> store (migrated, interrupted jobs recovered) -> engine ->
-//! worker -> router -> serve, and a graceful stop. Nothing but `main` imports this module.
+//! Server wiring: configuration -> store (SQLite migrated, or Redis) -> interrupted jobs
+//! recovered -> engine -> worker -> router -> serve, and a graceful stop. A process is the site
+//! with its worker, the site alone (`--no-worker`), or a worker alone (`easel worker`).
+//! Nothing but `main` imports this module.
 
 mod client;
 pub mod config;
@@ -19,33 +21,42 @@ use leptos::prelude::{get_configuration, LeptosOptions};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-pub use config::Config;
+pub use config::{Config, Role};
 pub use state::AppState;
 
+use self::config::StoreKind;
+use self::rate_limit::Limits;
+use self::state::OpsState;
 use crate::api::ModelSummary;
-use crate::jobs::{self, JobService, JobStore, Painter, QueueLimits, SqliteStore, Worker};
+use crate::jobs::{self, JobService, JobStore, Painter, QueueLimits, RedisSettings, RedisStore, SqliteStore, Worker, WorkerHandle};
 
-/// The binary's entry: reads the configuration, binds the site address and serves until
-/// SIGINT or SIGTERM.
+/// The binary's entry: reads the configuration and runs this process's role (the site with its
+/// worker, the site alone, or a worker alone) until SIGINT or SIGTERM.
 pub async fn main() -> anyhow::Result<()> {
-    let config = Config::load()?;
+    let (config, role) = Config::load()?;
     init_logging(config.log_json);
-    let leptos_options = get_configuration(Some("Leptos.toml")).context("reading Leptos.toml")?.leptos_options;
-    let listener = TcpListener::bind(leptos_options.site_addr)
-        .await
-        .with_context(|| format!("binding {}", leptos_options.site_addr))?;
-    let (models, painter): (Vec<ModelSummary>, Box<dyn Painter>) = (
-        jobs::offered_models(&config.models_dir, &config.models)?,
-        Box::new(jobs::EnginePainter::new(
-            config.models_dir.clone(),
-            config.device()?,
-        )),
-    );
-    run(config, leptos_options, listener, models, painter, shutdown_signal()).await
+    let models = jobs::offered_models(&config.models_dir, &config.models)?;
+    let painter: Box<dyn Painter> = Box::new(jobs::EnginePainter::new(config.models_dir.clone(), config.device()?));
+    match role {
+        Role::Worker => {
+            let listener = TcpListener::bind(config.worker_addr)
+                .await
+                .with_context(|| format!("binding {}", config.worker_addr))?;
+            run_worker(config, listener, models, painter, shutdown_signal()).await
+        }
+        Role::Web => {
+            let leptos_options = get_configuration(Some("Leptos.toml")).context("reading Leptos.toml")?.leptos_options;
+            let listener = TcpListener::bind(leptos_options.site_addr)
+                .await
+                .with_context(|| format!("binding {}", leptos_options.site_addr))?;
+            run(config, leptos_options, listener, models, painter, shutdown_signal()).await
+        }
+    }
 }
 
-/// Runs the whole server on `listener` until `shutdown` resolves, then stops gracefully:
-/// no new jobs, event streams end, the running job finishes or is re-queued.
+/// Runs the site on `listener` until `shutdown` resolves, with a worker unless `config.worker`
+/// is off, then stops gracefully: no new jobs, event streams end, the running job finishes or
+/// is re-queued.
 pub async fn run(
     config: Config,
     leptos_options: LeptosOptions,
@@ -54,19 +65,76 @@ pub async fn run(
     painter: Box<dyn Painter>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (service, limits) = open_jobs(&config, models).await?;
+    let worker = if config.worker {
+        Some(start_worker(&config, &service, painter).await?)
+    } else {
+        // The workers are other processes; this one is ready when the store answers.
+        service.set_web_ready();
+        None
+    };
+    let state = AppState { leptos_options, jobs: service.clone(), metrics: metrics_handle() };
+    let app = router::app(state, &config, &limits);
+
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find an ephemeral port.
+    tracing::info!(store = store_name(&config), worker = config.worker, "easel listening on http://{addr}");
+    serve(listener, app, &service, shutdown).await?;
+    if let Some(worker) = worker {
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        tokio::task::spawn_blocking(move || worker.shutdown(grace)).await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A worker alone (`easel worker`): claims jobs from the shared store and paints them; HTTP
+/// only for health, readiness and metrics, on `listener`.
+pub async fn run_worker(
+    config: Config,
+    listener: TcpListener,
+    models: Vec<ModelSummary>,
+    painter: Box<dyn Painter>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (service, _) = open_jobs(&config, models).await?;
+    let worker = start_worker(&config, &service, painter).await?;
+    let app = router::ops()
+        .layer(axum::middleware::from_fn(router::count_responses))
+        .with_state(OpsState { jobs: service.clone(), metrics: metrics_handle() });
+    let addr = listener.local_addr()?;
+    tracing::info!(store = store_name(&config), "easel worker listening on http://{addr}");
+    serve(listener, app, &service, shutdown).await?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::task::spawn_blocking(move || worker.shutdown(grace)).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The store the configuration names, the job service over it, and where rate limits count.
+async fn open_jobs(config: &Config, models: Vec<ModelSummary>) -> anyhow::Result<(JobService, Limits)> {
     anyhow::ensure!(
         models.iter().any(|m| m.name == config.default_model),
         "the default model {:?} is not among the offered models ({})",
         config.default_model,
         models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
     );
-    let store = SqliteStore::open(&config.data_dir).await?;
-    let recovery = store.recover_interrupted(jobs::now_ms()).await.context("recovering interrupted jobs")?;
-    if recovery != Default::default() {
-        tracing::warn!(requeued = recovery.requeued, failed = recovery.failed, "recovered jobs interrupted by the last stop");
-    }
+    let (store, limits): (Arc<dyn JobStore>, Limits) = match config.store_kind()? {
+        StoreKind::Sqlite => (Arc::new(SqliteStore::open(&config.data_dir).await?), Limits::Local),
+        StoreKind::Redis(url) => {
+            let store = RedisStore::connect(RedisSettings {
+                url,
+                heartbeat: Duration::from_secs(config.heartbeat_secs),
+                retention: Duration::from_secs(config.retention_secs),
+                claim_wait: Duration::from_secs(1),
+            })
+            .await?;
+            let limits = Limits::Shared { conn: store.connection(), prefix: store.prefix() };
+            (Arc::new(store), limits)
+        }
+    };
     let service = JobService::new(
-        Arc::new(store),
+        store,
         QueueLimits {
             max_queued: config.max_queued,
             max_active_per_client: config.max_active_per_client,
@@ -75,19 +143,30 @@ pub async fn run(
         models,
         config.default_model.clone(),
     );
-    let worker = Worker::spawn(
+    Ok((service, limits))
+}
+
+/// Recovers jobs a dead worker left running, then starts this process's worker.
+async fn start_worker(config: &Config, service: &JobService, painter: Box<dyn Painter>) -> anyhow::Result<WorkerHandle> {
+    let recovery = service.recover_interrupted().await.context("recovering interrupted jobs")?;
+    if recovery != Default::default() {
+        tracing::warn!(requeued = recovery.requeued, failed = recovery.failed, "recovered jobs interrupted by the last stop");
+    }
+    Worker::spawn(
         service.clone(),
         painter,
         config.default_model.clone(),
         Duration::from_secs(config.job_timeout_secs),
         tokio::runtime::Handle::current(),
-    )?;
-    let state = AppState { leptos_options, jobs: service.clone(), metrics: metrics_handle() };
-    let app = router::app(state, &config);
+    )
+}
 
-    let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find an ephemeral port.
-    tracing::info!("easel listening on http://{addr}");
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    service: &JobService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let stopping = service.clone();
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
@@ -96,11 +175,15 @@ pub async fn run(
             stopping.stop_accepting();
         })
         .await
-        .context("serving")?;
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    tokio::task::spawn_blocking(move || worker.shutdown(grace)).await?;
-    tracing::info!("stopped");
-    Ok(())
+        .context("serving")
+}
+
+/// The store for logs, without a Redis password.
+fn store_name(config: &Config) -> &'static str {
+    match config.store_kind() {
+        Ok(StoreKind::Redis(_)) => "redis",
+        _ => "sqlite",
+    }
 }
 
 fn init_logging(json: bool) {

@@ -13,16 +13,18 @@ use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list_with_exclusions, handle_server_fns_with_context, LeptosRoutes};
 use tower_http::limit::RequestBodyLimitLayer;
 
+use axum::extract::FromRef;
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use super::config::Config;
+use super::rate_limit::{Limits, Rule};
 use super::state::AppState;
-use super::{client, error, handlers, rate_limit};
+use crate::jobs::JobService;
+use super::{client, error, handlers};
 use crate::api::SUBMIT_FN_PATH;
 use crate::app::{shell, App};
 
-pub fn app(state: AppState, config: &Config) -> Router {
-    let (submit_limit, submit_config) = rate_limit::submits(config.submits_per_minute);
-    let (read_limit, read_config) = rate_limit::reads(config.reads_per_second, config.read_burst);
-    rate_limit::spawn_cleanup(vec![submit_config, read_config]);
+pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
 
     let jobs = state.jobs.clone();
     let server_fn_context = move || provide_context(jobs.clone());
@@ -52,15 +54,10 @@ pub fn app(state: AppState, config: &Config) -> Router {
             reads = reads.route(path, route);
         }
     }
-    let submits = submits
-        .layer(submit_limit)
+    let submits = limits
+        .apply(submits, Rule::submits(config.submits_per_minute))
         .layer(from_fn_with_state(config.max_body_bytes, error::form_errors_back_to_page));
-    let reads = reads.layer(read_limit);
-
-    let ops = Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics));
+    let reads = limits.apply(reads, Rule::reads(config.reads_per_second, config.read_burst));
 
     let excluded = server_fns.iter().map(|(path, _)| path.to_string()).collect();
     let routes = generate_route_list_with_exclusions(App, Some(excluded));
@@ -72,7 +69,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
     Router::new()
         .merge(submits)
         .merge(reads)
-        .merge(ops)
+        .merge(ops())
         .merge(site)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(from_fn(count_responses))
@@ -80,7 +77,20 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .with_state(state)
 }
 
-async fn count_responses(req: Request, next: Next) -> Response {
+/// Health, readiness and metrics: on the site's address, or alone on a worker's.
+pub fn ops<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    JobService: FromRef<S>,
+    PrometheusHandle: FromRef<S>,
+{
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+}
+
+pub async fn count_responses(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let response = next.run(req).await;
     metrics::counter!("easel_http_responses_total", "method" => method, "status" => response.status().as_u16().to_string())

@@ -12,3 +12,10 @@ pub struct AppState {
     pub jobs: JobService,
     pub metrics: PrometheusHandle,
 }
+
+/// A worker-only process's state: health, readiness and metrics only.
+#[derive(Clone, FromRef)]
+pub struct OpsState {
+    pub jobs: JobService,
+    pub metrics: PrometheusHandle,
+}

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod redis;
+
 pub struct Server {
     child: Child,
     pub base: String,
