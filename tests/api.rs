@@ -34,6 +34,8 @@ fn a_job_is_accepted_at_once_then_completes_with_a_cacheable_png() {
     let url = server.url(done["imageUrl"].as_str().unwrap());
     let r = client().get(&url).send().unwrap();
     assert_eq!(r.status(), 200);
+    // A new visitor's image answer carries no cookie: a shared cache must be able to keep it.
+    assert!(r.headers().get("set-cookie").is_none(), "{:?}", r.headers());
     assert_eq!(r.headers()["content-type"], "image/png");
     assert!(r.headers()["cache-control"].to_str().unwrap().contains("immutable"));
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
@@ -370,4 +372,54 @@ fn help_lists_the_settings_and_their_variables() {
     for var in ["EASEL_DATA_DIR", "EASEL_MAX_QUEUED", "EASEL_TRUSTED_PROXIES", "EASEL_SUBMITS_PER_MINUTE", "EASEL_CONFIG"] {
         assert!(text.contains(var), "--help lacks {var}:\n{text}");
     }
+}
+
+#[test]
+fn junk_methods_do_not_make_new_metric_series() {
+    let server = Server::start(&[]);
+    let series = |text: &str| text.lines().filter(|l| l.starts_with("easel_http_responses_total{")).count();
+    let before = series(&client().get(server.url("/metrics")).send().unwrap().text().unwrap());
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("JUNK{i}").as_bytes()).unwrap();
+        client().request(method, server.url("/healthz")).send().unwrap();
+    }
+    let text = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(series(&text) <= before + 2, "50 junk methods made {} new series:\n{text}", series(&text) - before);
+    assert!(text.contains("method=\"other\""), "{text}");
+    assert!(!text.contains("JUNK"), "{text}");
+}
+
+#[test]
+fn ipv6_clients_are_counted_by_their_64() {
+    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1/32"), ("EASEL_SUBMITS_PER_MINUTE", "3")]);
+    // Busy: one active job per client, and two addresses of one /64 are one client.
+    let slow = json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40});
+    let (code, body) = submit_as(&server, slow.clone(), Some("2001:db8:1:2::1"));
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = submit_as(&server, slow, Some("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+    assert_eq!((code, body["kind"].as_str()), (429, Some("busy")), "{body}");
+    // The submit limit (3 a minute) is the /64's too; another /64 has its own.
+    assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("2001:db8:1:2::3")).0, 422);
+    let (code, body) = submit_as(&server, json!({"prompt": ""}), Some("2001:db8:1:2::4"));
+    assert_eq!((code, body["kind"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert_eq!(submit_as(&server, json!({"prompt": ""}), Some("2001:db8:1:3::1")).0, 422);
+}
+
+#[test]
+fn the_visitor_cookie_is_secure_behind_an_https_proxy() {
+    let cookie_of = |server: &Server, proto: Option<&str>| {
+        let mut req = client().get(server.url("/"));
+        if let Some(proto) = proto {
+            req = req.header("x-forwarded-proto", proto);
+        }
+        let r = req.send().unwrap();
+        r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string()).expect("a new visitor gets a cookie")
+    };
+    let proxied = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1/32")]);
+    assert!(cookie_of(&proxied, Some("https")).contains("Secure"));
+    assert!(!cookie_of(&proxied, Some("http")).contains("Secure"));
+    assert!(!cookie_of(&proxied, None).contains("Secure"));
+    // Only a trusted proxy is believed.
+    let direct = Server::start(&[]);
+    assert!(!cookie_of(&direct, Some("https")).contains("Secure"));
 }

@@ -124,6 +124,24 @@ mod redis_store {
     }
 
     #[test]
+    fn a_cancel_on_one_web_process_stops_a_job_running_on_a_worker_elsewhere() {
+        let redis = RedisServer::start();
+        let webs = [Easel::web("web1", &redis, WEB), Easel::web("web2", &redis, WEB)];
+        let worker = Easel::worker("worker", &redis, WORKER);
+        let slow = webs[0].submit_ok(&json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40, "seed": 9}));
+        let queued = webs[0].submit_ok(&quick(500));
+        webs[1].wait_for(&slow, JOB, |s| processing(s) || is_terminal(s));
+        let r = super::common::client().delete(webs[1].url(&format!("/api/jobs/{slow}"))).send().unwrap();
+        assert_eq!(r.status(), 200);
+        let ended = webs[0].wait_for(&slow, Duration::from_secs(20), is_terminal);
+        assert_eq!(ended["status"], "cancelled", "{ended}");
+        // The worker moved on to the next job, and nothing was counted as completed twice.
+        wait_completed(&webs[1], &queued, JOB);
+        assert_eq!(wait_completed_total(&[&worker], 1, Duration::from_secs(10)), vec![1]);
+        assert_eq!(finished(&worker.metrics(), "cancelled"), 1);
+    }
+
+    #[test]
     fn a_killed_web_process_loses_nothing() {
         let redis = RedisServer::start();
         let web1 = Easel::web("web1", &redis, WEB);

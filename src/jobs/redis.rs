@@ -16,6 +16,7 @@
 //! updates are atomic across processes, and each announces the job on `events`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ pub struct RedisSettings {
     pub retention: Duration,
     /// How long `claim_next` waits for a job to arrive; zero: not at all.
     pub claim_wait: Duration,
+    /// A job's claim is renewed at most this long (its time limit and some): a worker hung
+    /// past it loses the job to another worker.
+    pub max_run: Duration,
 }
 
 pub struct RedisStore {
@@ -61,6 +65,8 @@ pub struct RedisStore {
     groups: Mutex<HashSet<String>>,
     /// Heartbeats of the jobs this process runs.
     heartbeats: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
+    /// Which model's ticket is tried first next time.
+    turn: AtomicUsize,
 }
 
 /// Shared by the scripts: key names and the transitions several of them make.
@@ -153,6 +159,12 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local model, entry, consumer = ARGV[2], ARGV[3], ARGV[4]
+-- A ticket already standing for a running job (delivered again after its group was remade)
+-- stays with that job.
+if redis.call('HEXISTS', qkey(model, 'claims'), entry) == 1 then return false end
+-- Only a ticket still pending for this worker counts: another worker may have taken it over
+-- (and given its job a new ticket) while this one was slow to claim.
+if #redis.call('XCLAIM', qkey(model, 'tickets'), 'workers', consumer, 0, entry, 'JUSTID') == 0 then return false end
 local popped = redis.call('ZPOPMIN', qkey(model, 'jobs'))
 if #popped == 0 then
   -- A spare ticket: its job was cancelled while it waited.
@@ -181,6 +193,33 @@ return redis.call('HGETALL', key)
     )
 });
 
+/// ARGV: prefix, model, ticket. A ticket read but not used (a read delivers one per stream):
+/// it goes back as a fresh one at once.
+static UNUSED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+release_ticket(ARGV[2], ARGV[3])
+redis.call('XADD', qkey(ARGV[2], 'tickets'), '*', 'job', '')
+return 1
+"#,
+    )
+});
+
+/// ARGV: prefix, id, consumer, png. Only the job's current owner stores its image.
+static IMAGE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local f = redis.call('HMGET', jkey(ARGV[2]), 'status', 'owner')
+if f[1] ~= 'processing' or f[2] ~= ARGV[3] then return 0 end
+local key = p .. 'img:' .. ARGV[2]
+redis.call('SET', key, ARGV[4])
+-- Its retention restarts when the job ends; this bounds an image whose job never does.
+if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', key, ARGV[5]) end
+return 1
+"#,
+    )
+});
+
 /// ARGV: prefix, id, step ('' for a heartbeat only), consumer. Renews the claim; answers 1 when
 /// the worker should stop (cancel requested, or the job was taken over).
 static STEP: LazyLock<Script> = LazyLock::new(|| {
@@ -189,7 +228,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
 local key = jkey(ARGV[2])
 local f = redis.call('HMGET', key, 'status', 'owner', 'cancel', 'entry', 'model')
 if f[1] ~= 'processing' or f[2] ~= ARGV[4] then return 1 end
-redis.call('XCLAIM', qkey(f[5], 'tickets'), 'workers', ARGV[4], 0, f[4], 'JUSTID')
+if #redis.call('XCLAIM', qkey(f[5], 'tickets'), 'workers', ARGV[4], 0, f[4], 'JUSTID') == 0 then return 1 end
 if ARGV[3] ~= '' then
   redis.call('HSET', key, 'step', ARGV[3])
   announce(ARGV[2])
@@ -353,14 +392,17 @@ impl RedisStore {
             settings,
             groups: Mutex::new(HashSet::new()),
             heartbeats: Mutex::new(HashMap::new()),
+            turn: AtomicUsize::new(0),
         };
         store.ping().await.with_context(|| format!("Redis at {shown} does not answer"))?;
         Ok(store)
     }
 
-    /// A connection for other shared state (the rate limits).
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// A connection of its own for other shared state (the rate limits), quick to give up
+    /// when Redis is away, so that a check never holds a request up for long.
+    pub async fn quick_connection(&self) -> anyhow::Result<ConnectionManager> {
+        let config = connection_config(Duration::from_millis(500)).set_connection_timeout(Some(Duration::from_millis(500)));
+        self.client.get_connection_manager_with_config(config).await.context("connecting to Redis")
     }
 
     pub fn prefix(&self) -> &'static str {
@@ -418,12 +460,17 @@ impl RedisStore {
             return;
         }
         let every = self.settings.heartbeat / 3;
+        let until = tokio::time::Instant::now() + self.settings.max_run;
         let (mut conn, consumer) = (self.conn(), self.consumer.clone());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
+                if tokio::time::Instant::now() > until {
+                    tracing::warn!(job = %id, "the job outran its time limit by far; no longer renewing its claim");
+                    return;
+                }
                 let renewed: redis::RedisResult<i64> =
                     STEP.arg(PREFIX).arg(id.to_string()).arg("").arg(&consumer).invoke_async(&mut conn).await;
                 if let Err(e) = renewed {
@@ -559,22 +606,41 @@ impl JobStore for RedisStore {
                     return Err(e).context("reading the job queue");
                 }
             };
-            let Some((stream, entry)) = reply
-                .and_then(|r| r.keys.into_iter().find_map(|k| k.ids.into_iter().next().map(|id| (k.key, id.id))))
-            else {
+            // One ticket per stream that had any; models take turns being tried first.
+            let mut tickets: Vec<(&String, String)> = Vec::new();
+            for key in reply.map(|r| r.keys).unwrap_or_default() {
+                let model = &models[streams.iter().position(|s| *s == key.key).context("a ticket from an unknown stream")?];
+                tickets.extend(key.ids.into_iter().map(|id| (model, id.id)));
+            }
+            if tickets.is_empty() {
                 return Ok(None);
-            };
-            let model = &models[streams.iter().position(|s| *s == stream).context("a ticket from an unknown stream")?];
-            let claimed: Option<HashMap<String, String>> = CLAIM
-                .arg(PREFIX)
-                .arg(model)
-                .arg(&entry)
-                .arg(&self.consumer)
-                .arg(now_ms)
-                .invoke_async(&mut self.conn())
-                .await
-                .context("claiming a job")?;
-            if let Some(job) = claimed.map(job_from).transpose()?.flatten() {
+            }
+            let turn = self.turn.fetch_add(1, Ordering::Relaxed) % tickets.len();
+            tickets.rotate_left(turn);
+            let mut claimed = None;
+            for (model, entry) in tickets {
+                if claimed.is_some() {
+                    let _: i64 = UNUSED
+                        .arg(PREFIX)
+                        .arg(model)
+                        .arg(&entry)
+                        .invoke_async(&mut self.conn())
+                        .await
+                        .context("returning a ticket")?;
+                    continue;
+                }
+                let fields: Option<HashMap<String, String>> = CLAIM
+                    .arg(PREFIX)
+                    .arg(model)
+                    .arg(&entry)
+                    .arg(&self.consumer)
+                    .arg(now_ms)
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .context("claiming a job")?;
+                claimed = fields.map(job_from).transpose()?.flatten();
+            }
+            if let Some(job) = claimed {
                 self.start_heartbeat(job.id);
                 return Ok(Some(job));
             }
@@ -595,7 +661,6 @@ impl JobStore for RedisStore {
     }
 
     async fn finish(&self, id: Uuid, outcome: &Outcome, now_ms: i64) -> anyhow::Result<()> {
-        self.stop_heartbeat(id);
         let (name, inference_ms, kind, message) = match outcome {
             Outcome::Completed { inference_ms } => ("completed", *inference_ms, "", ""),
             Outcome::Failed(f) => ("failed", 0, f.kind.as_str(), f.message.as_str()),
@@ -615,6 +680,8 @@ impl JobStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .context("finishing a job")?;
+        // Only now: until the end is recorded, the job is still this worker's.
+        self.stop_heartbeat(id);
         Ok(())
     }
 
@@ -631,6 +698,13 @@ impl JobStore for RedisStore {
     }
 
     async fn recover_interrupted(&self, now_ms: i64) -> anyhow::Result<Recovery> {
+        // Redis restored its pending tickets with their old delivery times, so downtime looks
+        // like silence: give running workers a heartbeat's time to renew first.
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut self.conn()).await.context("INFO server")?;
+        let uptime = info.lines().find_map(|l| l.strip_prefix("uptime_in_seconds:")).and_then(|v| v.trim().parse::<u64>().ok());
+        if uptime.is_some_and(|secs| secs < self.settings.heartbeat.as_secs()) {
+            return Ok(Recovery::default());
+        }
         let models: Vec<String> = self.conn().smembers(format!("{PREFIX}models")).await.context("listing queues")?;
         self.ensure_groups(&models).await?;
         let mut recovery = Recovery::default();
@@ -682,14 +756,20 @@ impl JobStore for RedisStore {
     }
 
     async fn put_image(&self, id: Uuid, png: Vec<u8>) -> anyhow::Result<()> {
-        let key = format!("{PREFIX}img:{id}");
-        let mut conn = self.conn();
-        // Its retention restarts when the job ends; this bounds an image whose job never does.
-        let () = match self.retention_secs() {
-            0 => conn.set(&key, png).await,
-            secs => conn.set_ex(&key, png, secs + 3600).await,
-        }
-        .context("storing an image")?;
+        let expire = match self.retention_secs() {
+            0 => 0,
+            secs => secs + 3600,
+        };
+        let stored: i64 = IMAGE
+            .arg(PREFIX)
+            .arg(id.to_string())
+            .arg(&self.consumer)
+            .arg(png)
+            .arg(expire)
+            .invoke_async(&mut self.conn())
+            .await
+            .context("storing an image")?;
+        anyhow::ensure!(stored == 1, "job {id} is no longer this worker's: another worker took it over");
         Ok(())
     }
 
@@ -814,7 +894,13 @@ mod tests {
     use super::*;
 
     fn settings(url: &str) -> RedisSettings {
-        RedisSettings { url: url.into(), heartbeat: Duration::ZERO, retention: Duration::from_secs(60), claim_wait: Duration::ZERO }
+        RedisSettings {
+            url: url.into(),
+            heartbeat: Duration::ZERO,
+            retention: Duration::from_secs(60),
+            claim_wait: Duration::ZERO,
+            max_run: Duration::from_secs(60),
+        }
     }
 
     #[tokio::test]

@@ -272,6 +272,22 @@ pub(crate) mod contract {
         store.finish(w.id, &Outcome::Completed { inference_ms: 1 }, 22_300).await.unwrap();
         assert_eq!(store.claim_next(22_400, &tiny()).await.unwrap().unwrap().id, y_again.id);
         store.finish(y_again.id, &Outcome::Completed { inference_ms: 1 }, 22_500).await.unwrap();
+
+        // A worker offering several models takes each one's jobs, none left waiting.
+        let both: Vec<String> = vec!["tiny".into(), "tiny-xl".into()];
+        let (m, n) = (job_for("m", 2, "tiny"), job_for("n", 2, "tiny-xl"));
+        store.enqueue(&m, 20, 5).await.unwrap();
+        store.enqueue(&n, 20, 5).await.unwrap();
+        let mut taken = Vec::new();
+        for now in [23_000, 23_100] {
+            let claimed = store.claim_next(now, &both).await.unwrap().expect("a job for one of the two models");
+            store.finish(claimed.id, &Outcome::Completed { inference_ms: 1 }, now + 50).await.unwrap();
+            taken.push(claimed.id);
+        }
+        taken.sort();
+        let mut expected = vec![m.id, n.id];
+        expected.sort();
+        assert_eq!(taken, expected);
         assert_eq!(store.counts().await.unwrap().queued, 0);
     }
 }

@@ -110,6 +110,10 @@ impl Worker {
             }
             let claimed = self.runtime.block_on(self.service.store().claim_next(now_ms(), &models));
             match claimed {
+                // Shutdown began while the claim waited: back in line for another worker.
+                Ok(Some(job)) if self.control.stop.load(Ordering::SeqCst) || self.service.is_stopping() => {
+                    self.record_end(job.id, &Outcome::Requeue);
+                }
                 Ok(Some(job)) => self.run_job(job),
                 // A shared store's claim already waited for work.
                 Ok(None) if sharing.is_some() => {}
@@ -157,18 +161,20 @@ impl Worker {
         self.service.changed(id);
     }
 
-    /// Records how a job ended. Retried: a job left `processing` would keep its client `busy`
-    /// until the next restart (`finish` only touches a processing job, so a retry is harmless).
+    /// Records how a job ended. Retried for about a minute (a store briefly away, Redis
+    /// restarting): a job left `processing` keeps its client `busy`, and a shared store would
+    /// give it to another worker to paint again (`finish` only touches a processing job, so a
+    /// retry is harmless).
     fn record_end(&self, id: uuid::Uuid, outcome: &Outcome) {
         let store = self.service.store().clone();
         let mut wait = Duration::from_millis(100);
-        for attempt in 1..=6 {
+        for attempt in 1..=35 {
             match self.runtime.block_on(store.finish(id, outcome, now_ms())) {
                 Ok(()) => return,
                 Err(e) => tracing::error!(job = %id, attempt, error = format!("{e:#}"), "recording a job's end failed"),
             }
             std::thread::sleep(wait);
-            wait *= 2;
+            wait = (wait * 2).min(Duration::from_secs(2));
         }
     }
 

@@ -42,6 +42,16 @@ pub fn client_ip(peer: IpAddr, forwarded_for: &str, trusted: &[IpNet]) -> IpAddr
     client
 }
 
+/// The key a client is counted under (rate limits, busy checks, fair share). An IPv6 user
+/// usually holds a whole /64 and can pick any address in it, so IPv6 clients are keyed by
+/// their first `ipv6_prefix` bits; IPv4 addresses stand alone.
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128)).map(|net| IpAddr::V6(net.trunc().addr())).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
 /// One `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:5678`.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
@@ -61,15 +71,37 @@ fn forwarded_for(headers: &HeaderMap) -> String {
         .join(",")
 }
 
+/// How clients are told apart.
+#[derive(Clone, Debug)]
+pub struct Identify {
+    pub trusted: Vec<IpNet>,
+    pub ipv6_prefix: u8,
+}
+
+/// Whether the visitor reached us over https: the request's own scheme, or a trusted proxy's
+/// `X-Forwarded-Proto` (anyone else's is ignored).
+fn over_https(req: &Request, peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = peer.to_canonical();
+    req.uri().scheme_str() == Some("https")
+        || (trusted.iter().any(|net| net.contains(&peer))
+            && req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                // The hop nearest to us is the last one.
+                v.rsplit(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+            }))
+}
+
 /// Middleware: resolves the client, puts it in the request's extensions (for handlers, server
-/// functions and the rate limiter) and gives a new browser its visitor cookie.
+/// functions and the rate limiter) and gives a new browser its visitor cookie (never on an
+/// image: those are `public, immutable`, and a cache must be able to keep them).
 pub async fn identify(
-    State(trusted): State<Arc<Vec<IpNet>>>,
+    State(identify): State<Arc<Identify>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let ip = client_ip(peer.ip(), &forwarded_for(req.headers()), &trusted);
+    let ip = client_key(client_ip(peer.ip(), &forwarded_for(req.headers()), &identify.trusted), identify.ipv6_prefix);
+    let secure = over_https(&req, peer.ip(), &identify.trusted);
+    let cacheable = req.uri().path().starts_with("/api/images/");
     let existing = req
         .headers()
         .get_all(COOKIE)
@@ -85,10 +117,11 @@ pub async fn identify(
     };
     req.extensions_mut().insert(Client { ip, visitor: Some(visitor.clone()) });
     let mut response = next.run(req).await;
-    if is_new {
+    if is_new && !cacheable {
         let cookie = Cookie::build((VISITOR_COOKIE, visitor))
             .path("/")
             .http_only(true)
+            .secure(secure)
             .same_site(SameSite::Lax)
             .max_age(cookie::time::Duration::days(365))
             .build();
@@ -130,6 +163,16 @@ mod tests {
         assert_eq!(client_ip(ip("::ffff:127.0.0.1"), "198.51.100.7:5678", &trusted), ip("198.51.100.7"));
         assert_eq!(client_ip(ip("127.0.0.1"), "[2001:db8::1]:443", &trusted), ip("2001:db8::1"));
         assert_eq!(client_ip(ip("::ffff:203.0.113.9"), "1.2.3.4", &trusted), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_prefix() {
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64), ip("2001:db8:1:2::"));
+        assert_ne!(client_key(ip("2001:db8:1:3::1"), 64), client_key(ip("2001:db8:1:2::1"), 64));
+        assert_eq!(client_key(ip("2001:db8:1:2::1"), 128), ip("2001:db8:1:2::1"));
+        assert_eq!(client_key(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(client_key(ip("198.51.100.7"), 64), ip("198.51.100.7"));
     }
 
     #[test]

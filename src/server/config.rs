@@ -57,6 +57,8 @@ pub struct Config {
     pub heartbeat_secs: u64,
     /// A finished job's record and image are kept this long (Redis store).
     pub retention_secs: u64,
+    /// IPv6 clients are counted by this many leading bits (their /64 by default).
+    pub ipv6_prefix: u8,
 }
 
 /// What this process does.
@@ -99,6 +101,7 @@ impl Default for Config {
             worker_addr: ([127, 0, 0, 1], 3100).into(),
             heartbeat_secs: 15,
             retention_secs: 7 * 24 * 3600,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -183,6 +186,9 @@ struct Flags {
     #[arg(long, env = "EASEL_RETENTION_SECS", help = "Redis: how long finished jobs and images are kept [default: 604800]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     retention_secs: Option<u64>,
+    #[arg(long, env = "EASEL_IPV6_PREFIX", value_parser = clap::value_parser!(u8).range(1..=128), help = "IPv6 clients are counted per prefix of this length [default: 64]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipv6_prefix: Option<u8>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a range (`10.0.0.0/8`).
@@ -229,6 +235,7 @@ impl Config {
         let flags = Flags::parse();
         let role = flags.role.unwrap_or(Role::Web);
         let config = Self::from_flags(flags)?;
+        anyhow::ensure!(role != Role::Worker || config.worker, "`easel worker` is a worker: it cannot run with the worker off");
         anyhow::ensure!(
             config.store_kind()? != StoreKind::Sqlite || (role == Role::Web && config.worker),
             "a web process without a worker, or a worker alone, needs a store shared between processes: \
@@ -273,6 +280,7 @@ impl Config {
         anyhow::ensure!(config.reads_per_second > 0, "reads_per_second must be at least 1");
         anyhow::ensure!(config.max_active_per_client > 0, "max_active_per_client must be at least 1");
         anyhow::ensure!(config.heartbeat_secs > 0, "heartbeat_secs must be at least 1");
+        anyhow::ensure!((1..=128).contains(&config.ipv6_prefix), "ipv6_prefix must be between 1 and 128");
         config.store_kind()?;
         Ok(config)
     }

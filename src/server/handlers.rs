@@ -87,6 +87,7 @@ fn job_events(jobs: JobService, first: JobView) -> impl Stream<Item = Result<Eve
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Option<JobView> = None;
         let mut view = first;
+        let mut last_read = tokio::time::Instant::now();
         loop {
             if last.as_ref() != Some(&view) {
                 if let Ok(event) = Event::default().event(view.state.event_name()).json_data(&view) {
@@ -103,14 +104,20 @@ fn job_events(jobs: JobService, first: JobView) -> impl Stream<Item = Result<Eve
             }
             tokio::select! {
                 changed = changes.recv() => match changed {
-                    // A queued job's position moves when any job is claimed, ends or is cancelled.
-                    Ok(changed) if changed.to_string() != id && !matches!(view.state, JobState::Queued { .. }) => continue,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Ok(changed) if changed.to_string() == id => {}
+                    // A queued job's position moves when any job is claimed, ends or is cancelled:
+                    // re-read, but at most once a second, however busy the queue.
+                    Ok(_) | Err(RecvError::Lagged(_)) if matches!(view.state, JobState::Queued { .. }) => {
+                        tokio::time::sleep_until(last_read + Duration::from_secs(1)).await;
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
             }
+            last_read = tokio::time::Instant::now();
             match jobs.status(&id).await {
                 Ok(current) => view = current,
                 Err(_) => break,

@@ -78,7 +78,8 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find an ephemeral port.
-    tracing::info!(store = store_name(&config), worker = config.worker, "easel listening on http://{addr}");
+    tracing::info!(store = store_name(&config), worker = config.worker, "starting");
+    tracing::info!("easel listening on http://{addr}");
     serve(listener, app, &service, shutdown).await?;
     if let Some(worker) = worker {
         let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -103,7 +104,8 @@ pub async fn run_worker(
         .layer(axum::middleware::from_fn(router::count_responses))
         .with_state(OpsState { jobs: service.clone(), metrics: metrics_handle() });
     let addr = listener.local_addr()?;
-    tracing::info!(store = store_name(&config), "easel worker listening on http://{addr}");
+    tracing::info!(store = store_name(&config), "starting a worker");
+    tracing::info!("easel worker listening on http://{addr}");
     serve(listener, app, &service, shutdown).await?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     tokio::task::spawn_blocking(move || worker.shutdown(grace)).await?;
@@ -127,9 +129,10 @@ async fn open_jobs(config: &Config, models: Vec<ModelSummary>) -> anyhow::Result
                 heartbeat: Duration::from_secs(config.heartbeat_secs),
                 retention: Duration::from_secs(config.retention_secs),
                 claim_wait: Duration::from_secs(1),
+                max_run: Duration::from_secs(config.job_timeout_secs + config.heartbeat_secs),
             })
             .await?;
-            let limits = Limits::Shared { conn: store.connection(), prefix: store.prefix() };
+            let limits = Limits::Shared { conn: store.quick_connection().await?, prefix: store.prefix() };
             (Arc::new(store), limits)
         }
     };
