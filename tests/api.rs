@@ -103,7 +103,7 @@ fn a_running_job_has_a_preview() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(png_size(&r.bytes().unwrap()), (32, 32), "previews are latent-sized");
-    client().delete(server.url(&format!("/api/jobs/{id}"))).send().unwrap();
+    cancel(&server, &body);
 }
 
 #[test]
@@ -172,9 +172,9 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 fn one_active_job_per_client_and_a_bounded_queue() {
     let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1"), ("EASEL_MAX_QUEUED", "1")]);
     let long = json!({"prompt": "slow", "width": 256, "height": 256, "steps": 50});
-    let (code, a) = submit_as(&server, long.clone(), Some("198.51.100.1"));
+    let (code, a_body) = submit_as(&server, long.clone(), Some("198.51.100.1"));
     assert_eq!(code, 202);
-    let a = job_id(&a);
+    let a = job_id(&a_body);
     wait_for(&server, &a, Duration::from_secs(30), |s| s["status"] == "processing");
 
     let (code, busy) = submit_as(&server, json!({"prompt": "again"}), Some("198.51.100.1"));
@@ -195,11 +195,10 @@ fn one_active_job_per_client_and_a_bounded_queue() {
     assert_eq!(r.json::<Value>().unwrap()["kind"], "queue_full");
 
     // Cancel the queued one at once, the running one within a step.
-    let b = job_id(&b);
-    let cancelled = client().delete(server.url(&format!("/api/jobs/{b}"))).send().unwrap().json::<Value>().unwrap();
+    let cancelled = cancel(&server, &b);
     assert_eq!(cancelled["status"], "cancelled");
     let asked = Instant::now();
-    client().delete(server.url(&format!("/api/jobs/{a}"))).send().unwrap();
+    cancel(&server, &a_body);
     let done = wait_for(&server, &a, Duration::from_secs(30), is_terminal);
     assert_eq!(done["status"], "cancelled", "{done}");
     assert!(asked.elapsed() < Duration::from_secs(10), "cancel took {:?}", asked.elapsed());
@@ -422,4 +421,44 @@ fn the_visitor_cookie_is_secure_behind_an_https_proxy() {
     // Only a trusted proxy is believed.
     let direct = Server::start(&[]);
     assert!(!cookie_of(&direct, Some("https")).contains("Secure"));
+}
+
+/// Cancels the job a submit answered with, by the token it carried.
+fn cancel(server: &Server, submitted: &Value) -> Value {
+    let token = submitted["cancelToken"].as_str().unwrap_or_else(|| panic!("no cancelToken in {submitted}"));
+    let r = client().delete(server.url(&format!("/api/jobs/{}", job_id(submitted)))).header("x-cancel-token", token).send().unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().unwrap()
+}
+
+#[test]
+fn only_the_submitter_cancels_by_cookie_or_token() {
+    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1")]);
+    let slow = json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40});
+    let (_, body) = submit_as(&server, slow.clone(), Some("198.51.100.1"));
+    let id = job_id(&body);
+    let token = body["cancelToken"].as_str().expect("the submitter gets a cancelToken").to_string();
+    assert!(status(&server, &id).get("cancelToken").is_none(), "reads must not hand the token out");
+    // Anyone can read the job, nobody else can cancel it.
+    for r in [
+        client().delete(server.url(&format!("/api/jobs/{id}"))).send().unwrap(),
+        client().delete(server.url(&format!("/api/jobs/{id}"))).header("x-cancel-token", "not-it").send().unwrap(),
+        client().post(server.url("/sfn/cancel")).form(&[("job_id", id.as_str())]).header("accept", "application/json").send().unwrap(),
+    ] {
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.json::<Value>().unwrap()["kind"], "forbidden");
+    }
+    assert_ne!(status(&server, &id)["status"], "cancelled");
+    let r = client().delete(server.url(&format!("/api/jobs/{id}?cancelToken={token}"))).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(wait_for(&server, &id, Duration::from_secs(30), is_terminal)["status"], "cancelled");
+
+    // A browser cancels its own job by its visitor cookie, through the page's server function.
+    let browser = reqwest::blocking::Client::builder().cookie_store(true).build().unwrap();
+    browser.get(server.url("/")).send().unwrap();
+    let r = browser.post(server.url("/api/generate")).header("x-forwarded-for", "198.51.100.2").json(&slow).send().unwrap();
+    let mine = job_id(&r.json::<Value>().unwrap());
+    let r = browser.post(server.url("/sfn/cancel")).form(&[("job_id", mine.as_str())]).header("accept", "application/json").send().unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    assert_eq!(wait_for(&server, &mine, Duration::from_secs(30), is_terminal)["status"], "cancelled");
 }

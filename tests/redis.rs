@@ -128,10 +128,16 @@ mod redis_store {
         let redis = RedisServer::start();
         let webs = [Easel::web("web1", &redis, WEB), Easel::web("web2", &redis, WEB)];
         let worker = Easel::worker("worker", &redis, WORKER);
-        let slow = webs[0].submit_ok(&json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40, "seed": 9}));
+        let (code, submitted) = webs[0].submit(&json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40, "seed": 9}));
+        assert_eq!(code, 202, "{submitted}");
+        let slow = submitted["jobId"].as_str().unwrap().to_string();
         let queued = webs[0].submit_ok(&quick(500));
         webs[1].wait_for(&slow, JOB, |s| processing(s) || is_terminal(s));
-        let r = super::common::client().delete(webs[1].url(&format!("/api/jobs/{slow}"))).send().unwrap();
+        let r = super::common::client()
+            .delete(webs[1].url(&format!("/api/jobs/{slow}")))
+            .header("x-cancel-token", submitted["cancelToken"].as_str().unwrap())
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200);
         let ended = webs[0].wait_for(&slow, Duration::from_secs(20), is_terminal);
         assert_eq!(ended["status"], "cancelled", "{ended}");

@@ -4,16 +4,18 @@
 import { test, expect, type APIRequestContext } from '@playwright/test';
 import { find, openHydrated } from './helpers';
 
-type Answer = { status: number; body: { kind?: string; jobId?: string; retryAfterSecs?: number; status?: string } };
+type Answer = { status: number; body: { kind?: string; jobId?: string; cancelToken?: string; retryAfterSecs?: number; status?: string } };
 
 async function post(request: APIRequestContext): Promise<Answer> {
   const res = await request.post('/api/generate', { data: { prompt: 'spending the budget', steps: 1 } });
   return { status: res.status(), body: await res.json() };
 }
 
-/** Cancels a job and waits until it has really ended, so the next submit is not "busy". */
-async function cancelAndSettle(request: APIRequestContext, id: string) {
-  await request.delete(`/api/jobs/${id}`);
+/** Cancels a job (by its submitter's token) and waits until it has really ended, so the next
+ * submit is not "busy". */
+async function cancelAndSettle(request: APIRequestContext, id: string, token: string) {
+  const res = await request.delete(`/api/jobs/${id}`, { headers: { 'x-cancel-token': token } });
+  expect(res.status()).toBe(200);
   await expect
     .poll(async () => (await (await request.get(`/api/status/${id}`)).json()).status, { timeout: 30_000 })
     .toMatch(/^(completed|failed|cancelled)$/);
@@ -28,7 +30,7 @@ async function exhaustBudget(request: APIRequestContext) {
   for (let i = 0; i < 40 && !limited; i++) {
     const answer = await post(request);
     if (answer.status === 202) {
-      await cancelAndSettle(request, answer.body.jobId!);
+      await cancelAndSettle(request, answer.body.jobId!, answer.body.cancelToken!);
     } else if (answer.body.kind === 'rate_limited') {
       expect(answer.status).toBe(429);
       if ((answer.body.retryAfterSecs ?? 0) >= 4) {

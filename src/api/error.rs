@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Cancelled,
     Interrupted,
     NotFound,
+    /// The request may not do this (cancelling somebody else's job).
+    Forbidden,
     NotReady,
     /// Only ever made in the browser: the server could not be reached.
     Network,
@@ -29,7 +31,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         Self::InvalidPrompt,
         Self::InvalidParams,
         Self::BadRequest,
@@ -42,6 +44,7 @@ impl ErrorKind {
         Self::Cancelled,
         Self::Interrupted,
         Self::NotFound,
+        Self::Forbidden,
         Self::NotReady,
         Self::Network,
         Self::Internal,
@@ -61,6 +64,7 @@ impl ErrorKind {
             Self::Cancelled => "cancelled",
             Self::Interrupted => "interrupted",
             Self::NotFound => "not_found",
+            Self::Forbidden => "forbidden",
             Self::NotReady => "not_ready",
             Self::Network => "network",
             Self::Internal => "internal",
@@ -78,6 +82,7 @@ impl ErrorKind {
         match self {
             Self::BadRequest => 400,
             Self::NotFound => 404,
+            Self::Forbidden => 403,
             Self::PayloadTooLarge => 413,
             Self::InvalidPrompt | Self::InvalidParams => 422,
             Self::RateLimited | Self::Busy => 429,

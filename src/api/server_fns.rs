@@ -57,7 +57,8 @@ pub async fn job_status(job_id: String) -> Result<JobView, ApiError> {
 #[server(prefix = "/sfn", endpoint = "cancel")]
 pub async fn cancel_job(job_id: String) -> Result<JobView, ApiError> {
     use self::ssr::*;
-    jobs()?.cancel(&job_id).await
+    let client = client().await?;
+    jobs()?.cancel(&job_id, client.visitor.as_deref(), None).await
 }
 
 /// This browser's recent jobs, newest first.

@@ -175,6 +175,9 @@ impl JobState {
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub job_id: String,
+    /// Only in the answer to the submit: lets the submitter cancel the job without its cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_token: Option<String>,
     #[serde(flatten)]
     pub state: JobState,
     pub params: ResolvedParams,

@@ -100,8 +100,10 @@ pub struct Job {
     pub params: ResolvedParams,
     /// The fairness key: the client's IP address.
     pub client: String,
-    /// The browser's visitor cookie, for its history.
+    /// The browser's visitor cookie, for its history (and its cancels).
     pub visitor: Option<String>,
+    /// The submitter's proof of ownership for a cancel without the cookie (API clients).
+    pub cancel_token: Option<String>,
     pub status: Status,
     pub step: u32,
     pub preview_step: Option<u32>,
@@ -121,6 +123,7 @@ impl Job {
             params,
             client,
             visitor,
+            cancel_token: Some(Uuid::new_v4().simple().to_string()),
             status: Status::Queued,
             step: 0,
             preview_step: None,
@@ -135,6 +138,12 @@ impl Job {
     }
 
     /// The job as clients see it. `queue` is where a queued job stands.
+    /// Whether this visitor or token may cancel the job: its submitter's cookie or token.
+    pub fn may_cancel(&self, visitor: Option<&str>, token: Option<&str>) -> bool {
+        let same = |mine: &Option<String>, theirs: Option<&str>| mine.as_deref().zip(theirs).is_some_and(|(a, b)| a == b);
+        same(&self.visitor, visitor) || same(&self.cancel_token, token)
+    }
+
     pub fn view(&self, queue: Option<(u32, Option<u64>)>) -> JobView {
         let id = self.id.to_string();
         let state = match self.status {
@@ -170,7 +179,7 @@ impl Job {
             },
             Status::Cancelled => JobState::Cancelled,
         };
-        JobView { job_id: id, state, params: self.params.clone(), created_at_ms: self.created_at_ms }
+        JobView { job_id: id, cancel_token: None, state, params: self.params.clone(), created_at_ms: self.created_at_ms }
     }
 }
 
@@ -229,6 +238,18 @@ mod tests {
         assert_eq!(image_url, format!("/api/images/{}.png", job.id));
         assert_eq!((width, height), (64, 96));
         assert_eq!(timings, Timings { queued_ms: 500, inference_ms: 2_400, total_ms: 3_000 });
+    }
+
+    #[test]
+    fn only_the_submitter_may_cancel() {
+        let job = Job::new(params(), "c".into(), Some("v1".into()), 5);
+        let token = job.cancel_token.clone().unwrap();
+        assert!(job.may_cancel(Some("v1"), None));
+        assert!(job.may_cancel(Some("v2"), Some(&token)));
+        assert!(!job.may_cancel(Some("v2"), None));
+        assert!(!job.may_cancel(None, Some("wrong")));
+        let anonymous = Job { visitor: None, cancel_token: None, ..job };
+        assert!(!anonymous.may_cancel(None, None), "no cookie and no token matches nothing");
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn script(body: &str) -> Script {
 }
 
 /// ARGV: prefix, id, model, client, visitor ('' for none), params, steps, created, max_queued,
-/// max_active, retention.
+/// max_active, retention, cancel token ('' for none).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -136,6 +136,7 @@ redis.call('HSET', qkey(model, 'last'), client, round)
 local key = jkey(id)
 redis.call('HSET', key, 'id', id, 'params', ARGV[6], 'client', client, 'model', model, 'steps', ARGV[7],
   'created', ARGV[8], 'seq', seq, 'round', round, 'status', 'queued', 'step', 0, 'attempts', 0, 'cancel', 0)
+if ARGV[12] ~= '' then redis.call('HSET', key, 'cancel_token', ARGV[12]) end
 if visitor ~= '' then
   local v = p .. 'visitor:' .. visitor
   redis.call('HSET', key, 'visitor', visitor)
@@ -532,6 +533,7 @@ fn job_from(fields: HashMap<String, String>) -> anyhow::Result<Option<Job>> {
         params: serde_json::from_str(text("params")?).context("job params")?,
         client: text("client")?.clone(),
         visitor: fields.get("visitor").cloned(),
+        cancel_token: fields.get("cancel_token").cloned(),
         status: Status::parse(status).with_context(|| format!("unknown status {status:?}"))?,
         step: number("step")?.unwrap_or(0) as u32,
         preview_step: number("preview_step")?.map(|s| s as u32),
@@ -560,6 +562,7 @@ impl JobStore for RedisStore {
             .arg(max_queued)
             .arg(max_active_per_client)
             .arg(self.retention_secs())
+            .arg(job.cancel_token.as_deref().unwrap_or(""))
             .invoke_async(&mut self.conn())
             .await
             .context("enqueueing a job")?;

@@ -132,7 +132,9 @@ impl JobService {
                 metrics::counter!("easel_jobs_submitted_total").increment(1);
                 self.inner.work.notify_one();
                 self.changed(job.id);
-                self.view(&job).await.map_err(|e| internal("reading a new job", e))
+                let mut view = self.view(&job).await.map_err(|e| internal("reading a new job", e))?;
+                view.cancel_token = job.cancel_token.clone();
+                Ok(view)
             }
             Enqueued::QueueFull => {
                 let wait = self.eta_secs_for_one_slot();
@@ -155,9 +157,17 @@ impl JobService {
         self.view(&job).await.map_err(|e| internal("reading a job", e))
     }
 
-    /// Cancels a queued job at once, or a processing one within a denoising step.
-    pub async fn cancel(&self, id: &str) -> Result<JobView, ApiError> {
-        let id = parse_id(id)?;
+    /// Cancels a queued job at once, or a processing one within a denoising step. Only its
+    /// submitter may: the same visitor cookie, or the `cancelToken` the submit answered with.
+    pub async fn cancel(&self, id: &str, visitor: Option<&str>, token: Option<&str>) -> Result<JobView, ApiError> {
+        let owned = self.job(id).await?;
+        if !owned.may_cancel(visitor, token) {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "Only whoever submitted this job can cancel it (same browser, or its cancelToken).",
+            ));
+        }
+        let id = owned.id;
         let job = self
             .inner
             .store

@@ -27,6 +27,7 @@ struct JobRow {
     params: String,
     client: String,
     visitor: Option<String>,
+    cancel_token: Option<String>,
     step: i64,
     preview_step: Option<i64>,
     attempts: i64,
@@ -55,6 +56,7 @@ impl TryFrom<JobRow> for Job {
             params: serde_json::from_str(&row.params).context("job params")?,
             client: row.client,
             visitor: row.visitor,
+            cancel_token: row.cancel_token,
             status: Status::parse(&row.status).with_context(|| format!("unknown status {:?}", row.status))?,
             step: row.step as u32,
             preview_step: row.preview_step.map(|s| s as u32),
@@ -139,8 +141,8 @@ impl JobStore for SqliteStore {
         }
         // The round after the client's previous job, but not one already served.
         sqlx::query(
-            "INSERT INTO jobs (id, status, params, steps, client, visitor, created_at_ms, model, round)
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7,
+            "INSERT INTO jobs (id, status, params, steps, client, visitor, created_at_ms, model, cancel_token, round)
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8,
                      1 + MAX((SELECT round FROM fair_clock WHERE id = 1),
                              COALESCE((SELECT MAX(round) FROM jobs WHERE client = ?4), 0)))",
         )
@@ -151,6 +153,7 @@ impl JobStore for SqliteStore {
         .bind(&job.visitor)
         .bind(job.created_at_ms)
         .bind(&job.params.model)
+        .bind(&job.cancel_token)
         .execute(&self.pool)
         .await
         .context("inserting a job")?;

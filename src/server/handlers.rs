@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -32,8 +32,23 @@ pub async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Re
     Ok(Json(state.jobs.status(&id).await?))
 }
 
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(state.jobs.cancel(&id).await?))
+/// `DELETE /api/jobs/{id}`: the submitter's cookie, or its token in `X-Cancel-Token` (or the
+/// `cancelToken` query parameter).
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Extension(client): Extension<Client>,
+    Query(query): Query<CancelQuery>,
+    headers: HeaderMap,
+) -> Result<Json<JobView>, ApiError> {
+    let token = headers.get("x-cancel-token").and_then(|v| v.to_str().ok()).map(str::to_string).or(query.cancel_token);
+    Ok(Json(state.jobs.cancel(&id, client.visitor.as_deref(), token.as_deref()).await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelQuery {
+    cancel_token: Option<String>,
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<Vec<ModelSummary>> {

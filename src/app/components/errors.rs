@@ -32,6 +32,7 @@ pub fn headline(kind: ErrorKind) -> &'static str {
         ErrorKind::Cancelled => "Cancelled",
         ErrorKind::Interrupted => "The server restarted while painting",
         ErrorKind::NotFound => "That picture no longer exists",
+        ErrorKind::Forbidden => "That is not yours to change",
         ErrorKind::NotReady => "The model is still warming up",
         ErrorKind::Network => "Lost contact with the server",
         ErrorKind::Internal => "The server hit an unexpected error",
@@ -64,6 +65,7 @@ pub fn explanation(error: &ApiError) -> String {
         ErrorKind::Cancelled => "You stopped this picture. Generate again whenever you like.".into(),
         ErrorKind::Interrupted => "Your picture was lost when the server restarted. Please try again.".into(),
         ErrorKind::NotFound => "It may have been cleaned up. Generate it again with the same settings.".into(),
+        ErrorKind::Forbidden => "Only the browser that asked for this picture can cancel it.".into(),
         ErrorKind::NotReady => match wait {
             Some(s) => format!("Try again in about {s} s."),
             None => "Try again in a few seconds.".into(),
