@@ -462,3 +462,50 @@ fn only_the_submitter_cancels_by_cookie_or_token() {
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
     assert_eq!(wait_for(&server, &mine, Duration::from_secs(30), is_terminal)["status"], "cancelled");
 }
+
+#[test]
+fn pages_and_metrics_count_as_reads_health_checks_do_not() {
+    let server = Server::start(&[("EASEL_READS_PER_SECOND", "1"), ("EASEL_READ_BURST", "3")]);
+    for path in ["/", "/metrics"] {
+        for _ in 0..3 {
+            assert_eq!(client().get(server.url(path)).send().unwrap().status(), 200, "{path}");
+        }
+        let r = client().get(server.url(path)).send().unwrap();
+        assert_eq!(r.status(), 429, "{path}");
+        assert!(r.headers().get("retry-after").is_some());
+        assert_eq!(r.json::<Value>().unwrap()["kind"], "rate_limited");
+    }
+    for _ in 0..10 {
+        assert_eq!(client().get(server.url("/healthz")).send().unwrap().status(), 200);
+        assert_eq!(client().get(server.url("/readyz")).send().unwrap().status(), 200);
+    }
+}
+
+#[test]
+fn server_functions_refuse_cross_site_requests() {
+    let server = Server::start(&[]);
+    let post = |headers: &[(&str, &str)]| {
+        let mut req = client().post(server.url("/sfn/recent")).header("accept", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().unwrap()
+    };
+    for headers in [&[("origin", "https://evil.example")][..], &[("sec-fetch-site", "cross-site")], &[("origin", "null")]] {
+        let r = post(headers);
+        assert_eq!(r.status(), 403, "{headers:?}");
+        assert_eq!(r.json::<Value>().unwrap()["kind"], "forbidden");
+    }
+    // The refused submit queued nothing; the site's own page and scripts are served.
+    let r = client()
+        .post(server.url("/sfn/submit"))
+        .header("origin", "https://evil.example")
+        .form(&[("params[prompt]", "a fox")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    assert_eq!(metric(&metrics, "easel_jobs_submitted_total"), None, "a refused cross-site submit was queued");
+    assert_eq!(post(&[("origin", &server.base), ("sec-fetch-site", "same-origin")]).status(), 200);
+    assert_eq!(post(&[]).status(), 200, "a script without browser headers");
+}

@@ -777,7 +777,9 @@ impl JobStore for RedisStore {
     }
 
     async fn image(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self.conn().get(format!("{PREFIX}img:{id}")).await.context("reading an image")?)
+        let png: Option<Vec<u8>> = self.conn().get(format!("{PREFIX}img:{id}")).await.context("reading an image")?;
+        // Never serve an empty image.
+        Ok(png.filter(|bytes| !bytes.is_empty()))
     }
 
     async fn put_preview(&self, id: Uuid, step: u32, png: Vec<u8>) -> anyhow::Result<()> {

@@ -92,6 +92,7 @@ impl SqliteStore {
             .await
             .with_context(|| format!("opening {}", db.display()))?;
         sqlx::migrate!().run(&pool).await.context("migrating the job database")?;
+        remove_leftovers(&images).await?;
         Ok(Self { pool, images, enqueue_lock: tokio::sync::Mutex::new(()) })
     }
 
@@ -103,32 +104,14 @@ impl SqliteStore {
         self.images.join(format!("{id}.preview.png"))
     }
 
-    async fn count(&self, sql: &'static str, bind: &str) -> anyhow::Result<u32> {
-        let n: i64 = sqlx::query_scalar(sql).bind(bind).fetch_one(&self.pool).await?;
-        Ok(n as u32)
-    }
-}
-
-/// Writes through a temporary file so a reader never sees half a PNG.
-async fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, bytes).await.with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
-
-async fn read_if_exists(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-#[async_trait]
-impl JobStore for SqliteStore {
-    async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued> {
-        let _guard = self.enqueue_lock.lock().await;
+    /// Enqueue's checks and insert; the insert on `conn` (synchronous = FULL).
+    async fn insert_job(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+        job: &Job,
+        max_queued: u32,
+        max_active_per_client: u32,
+    ) -> anyhow::Result<Enqueued> {
         let active = self
             .count("SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'processing')", &job.client)
             .await?;
@@ -154,10 +137,80 @@ impl JobStore for SqliteStore {
         .bind(job.created_at_ms)
         .bind(&job.params.model)
         .bind(&job.cancel_token)
-        .execute(&self.pool)
+        .execute(&mut **conn)
         .await
         .context("inserting a job")?;
         Ok(Enqueued::Accepted)
+    }
+
+
+    async fn count(&self, sql: &'static str, bind: &str) -> anyhow::Result<u32> {
+        let n: i64 = sqlx::query_scalar(sql).bind(bind).fetch_one(&self.pool).await?;
+        Ok(n as u32)
+    }
+}
+
+/// At start (one process owns the folder): half-written files of a process that died, and
+/// previews, which belong to runs that are over.
+async fn remove_leftovers(images: &Path) -> anyhow::Result<()> {
+    let mut entries = tokio::fs::read_dir(images).await.with_context(|| format!("listing {}", images.display()))?;
+    let mut removed = 0;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") || name.ends_with(".preview.png") {
+            tokio::fs::remove_file(entry.path()).await.with_context(|| format!("removing {}", entry.path().display()))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed leftover temporary files and previews");
+    }
+    Ok(())
+}
+
+/// Writes through a temporary file so a reader never sees half a PNG; with `durable`, the
+/// bytes reach the disk before the rename, so a power loss never leaves an empty image behind.
+async fn write_atomically(path: &Path, bytes: Vec<u8>, durable: bool) -> anyhow::Result<()> {
+    let (path, tmp) = (path.to_path_buf(), path.with_extension("tmp"));
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        std::io::Write::write_all(&mut file, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        if durable {
+            file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        }
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        if durable {
+            // The rename itself is durable once the folder is synced.
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
+            }
+        }
+        Ok(())
+    })
+    .await?
+}
+
+/// A file's bytes; an empty file counts as missing (never served as an image).
+async fn read_if_exists(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) if bytes.is_empty() => Ok(None),
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued> {
+        let _guard = self.enqueue_lock.lock().await;
+        // An accepted job must survive a power loss: this commit waits for the disk.
+        let mut conn = self.pool.acquire().await.context("enqueueing a job")?;
+        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+        let accepted = self.insert_job(&mut conn, job, max_queued, max_active_per_client).await;
+        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+        accepted
     }
 
     async fn get(&self, id: Uuid) -> anyhow::Result<Option<Job>> {
@@ -345,7 +398,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn put_image(&self, id: Uuid, png: Vec<u8>) -> anyhow::Result<()> {
-        write_atomically(&self.image_path(id), &png).await
+        write_atomically(&self.image_path(id), png, true).await
     }
 
     async fn image(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
@@ -353,7 +406,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn put_preview(&self, id: Uuid, step: u32, png: Vec<u8>) -> anyhow::Result<()> {
-        write_atomically(&self.preview_path(id), &png).await?;
+        write_atomically(&self.preview_path(id), png, false).await?;
         sqlx::query("UPDATE jobs SET preview_step = ?2 WHERE id = ?1 AND status = 'processing'")
             .bind(id.to_string())
             .bind(step as i64)
@@ -376,6 +429,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         super::super::store::contract::check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn leftovers_are_removed_at_start_and_empty_images_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        let (kept, empty) = (Uuid::new_v4(), Uuid::new_v4());
+        std::fs::write(images.join(format!("{kept}.png")), b"png").unwrap();
+        std::fs::write(images.join(format!("{empty}.png")), b"").unwrap();
+        std::fs::write(images.join(format!("{kept}.tmp")), b"half").unwrap();
+        std::fs::write(images.join(format!("{kept}.preview.png")), b"old").unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&images).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut expected = vec![format!("{kept}.png"), format!("{empty}.png")];
+        expected.sort();
+        assert_eq!(left, expected);
+        assert_eq!(store.image(kept).await.unwrap(), Some(b"png".to_vec()));
+        assert_eq!(store.image(empty).await.unwrap(), None, "a 0-byte image is never served");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
 use ipnet::IpNet;
 
@@ -88,6 +88,35 @@ fn over_https(req: &Request, peer: IpAddr, trusted: &[IpNet]) -> bool {
                 // The hop nearest to us is the last one.
                 v.rsplit(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
             }))
+}
+
+/// Middleware for the page's server functions: a browser's cross-site request is refused
+/// (`Sec-Fetch-Site: cross-site`, or an `Origin` that is not this site), so another site cannot
+/// make a visitor's browser submit or cancel with the visitor's cookie. Clients without those
+/// headers (scripts) are not browsers and carry no cookie of the visitor's.
+pub async fn same_site_only(req: Request, next: Next) -> Response {
+    if is_cross_site(req.headers()) {
+        return crate::api::ApiError::new(crate::api::ErrorKind::Forbidden, "Requests from other sites are refused.").into_response();
+    }
+    next.run(req).await
+}
+
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross_site = header("sec-fetch-site") == Some("cross-site");
+    let foreign_origin = header("origin").is_some_and(|origin| {
+        let origin_host = url::Url::parse(origin).ok().and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+        // A proxy may pass the site's own host along in X-Forwarded-Host; a cross-site form
+        // cannot set that header (it would need CORS).
+        !origin_host.is_some_and(|o| [header("host"), header("x-forwarded-host")].into_iter().flatten().any(|h| h.eq_ignore_ascii_case(&o)))
+    });
+    cross_site || foreign_origin
 }
 
 /// Middleware: resolves the client, puts it in the request's extensions (for handlers, server

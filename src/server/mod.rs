@@ -82,8 +82,7 @@ pub async fn run(
     tracing::info!("easel listening on http://{addr}");
     serve(listener, app, &service, shutdown).await?;
     if let Some(worker) = worker {
-        let grace = Duration::from_secs(config.shutdown_grace_secs);
-        tokio::task::spawn_blocking(move || worker.shutdown(grace)).await?;
+        stop_worker(worker, &config).await?;
     }
     tracing::info!("stopped");
     Ok(())
@@ -107,9 +106,15 @@ pub async fn run_worker(
     tracing::info!(store = store_name(&config), "starting a worker");
     tracing::info!("easel worker listening on http://{addr}");
     serve(listener, app, &service, shutdown).await?;
+    stop_worker(worker, &config).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The running job finishes within the grace period, or goes back in line.
+async fn stop_worker(worker: WorkerHandle, config: &Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     tokio::task::spawn_blocking(move || worker.shutdown(grace)).await?;
-    tracing::info!("stopped");
     Ok(())
 }
 

@@ -48,6 +48,7 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
         let filter = MethodFilter::try_from(method.clone()).expect("server functions use standard methods");
         let route = on(filter, handler)
             .layer::<_, Infallible>(from_fn(error::statuses_from_kinds))
+            .layer::<_, Infallible>(from_fn(client::same_site_only))
             .layer::<_, Infallible>(RequestBodyLimitLayer::new(config.max_body_bytes));
         if *path == SUBMIT_FN_PATH {
             submits = submits.route(path, route);
@@ -63,14 +64,17 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
     let excluded = server_fns.iter().map(|(path, _)| path.to_string()).collect();
     let routes = generate_route_list_with_exclusions(App, Some(excluded));
     let options = state.leptos_options.clone();
-    let site = Router::new()
-        .leptos_routes_with_context(&state, routes, server_fn_context, move || shell(options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
+    // Pages (not their static files) and metrics count as reads too.
+    let pages = Router::new().leptos_routes_with_context(&state, routes, server_fn_context, move || shell(options.clone()));
+    let pages = limits.apply(pages, Rule::reads(config.reads_per_second, config.read_burst));
+    let site = pages.fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
+    let metrics = limits.apply(Router::new().route("/metrics", get(handlers::metrics)), Rule::reads(config.reads_per_second, config.read_burst));
 
     Router::new()
         .merge(submits)
         .merge(reads)
-        .merge(ops())
+        .merge(health())
+        .merge(metrics)
         .merge(site)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(from_fn(count_responses))
@@ -81,17 +85,23 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
         .with_state(state)
 }
 
-/// Health, readiness and metrics: on the site's address, or alone on a worker's.
+/// Health and readiness (never rate-limited: load balancers ask often).
+fn health<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    JobService: FromRef<S>,
+{
+    Router::new().route("/healthz", get(handlers::healthz)).route("/readyz", get(handlers::readyz))
+}
+
+/// Health, readiness and metrics alone, on a worker's own address.
 pub fn ops<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     JobService: FromRef<S>,
     PrometheusHandle: FromRef<S>,
 {
-    Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
+    health().route("/metrics", get(handlers::metrics))
 }
 
 /// Counts responses by method and status. The method label comes from a fixed set: a label
