@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let options = leptos::prelude::get_configuration(Some("Leptos.toml")).context("run from the repository root")?.leptos_options;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let models = easel::jobs::offered_models(&config.models_dir, &[])?;
+    let models = easel::jobs::offered_models(&config.models_dir, &[], true)?;
     let painter = Box::new(easel::jobs::EnginePainter::new(config.models_dir.clone(), config.device()?));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(easel::server::run(config, options, listener, models, painter, async {

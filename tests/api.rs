@@ -509,3 +509,68 @@ fn server_functions_refuse_cross_site_requests() {
     assert_eq!(post(&[("origin", &server.base), ("sec-fetch-site", "same-origin")]).status(), 200);
     assert_eq!(post(&[]).status(), 200, "a script without browser headers");
 }
+
+#[test]
+fn a_huge_refused_form_goes_back_without_its_fields() {
+    let server = Server::start(&[]);
+    let no_redirects = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let back = |prompt: &str| {
+        let r = no_redirects
+            .post(server.url("/sfn/submit"))
+            .header("accept", "text/html")
+            .header("referer", server.url("/"))
+            .form(&[("params[prompt]", prompt)])
+            .send()
+            .unwrap();
+        assert!(r.status().is_redirection(), "{}", r.status());
+        url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap()
+    };
+    let fields = |url: &url::Url| url.query_pairs().find(|(k, _)| k == "__form").map(|(_, v)| v.into_owned());
+    // Too long a prompt (over 1 000 characters) is refused; a short form comes back whole, ...
+    let short = back(&"x".repeat(1_001));
+    assert!(fields(&short).is_some(), "{short}");
+    // ... one of 12 KB comes back with its error only.
+    let huge = back(&"x".repeat(12_000));
+    assert!(huge.query_pairs().any(|(k, _)| k == "__err"), "{huge}");
+    assert_eq!(fields(&huge), None, "a 12 KB form was put in the redirect URL");
+    assert!(huge.as_str().len() < 2_000, "{}", huge.as_str().len());
+}
+
+/// A models folder of the tiny model, a copy missing its UNet and a copy with a damaged one.
+fn models_with_broken_copies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+    for name in ["tiny", "incomplete", "damaged"] {
+        let target = dir.path().join(name);
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(&source).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::remove_file(dir.path().join("incomplete/unet.safetensors")).unwrap();
+    std::fs::write(dir.path().join("damaged/unet.safetensors"), b"not a safetensors file").unwrap();
+    dir
+}
+
+#[test]
+fn only_complete_models_are_offered_and_failures_never_show_paths() {
+    let models = models_with_broken_copies();
+    let server = Server::start(&[("EASEL_MODELS_DIR", models.path().to_str().unwrap()), ("EASEL_TRUSTED_PROXIES", "127.0.0.1")]);
+    let offered: Value = client().get(server.url("/api/models")).send().unwrap().json().unwrap();
+    let mut names: Vec<&str> = offered.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["damaged", "tiny"], "a model with missing files was offered");
+
+    let (code, body) = submit_as(&server, json!({"prompt": "a fox", "model": "damaged", "steps": 2}), Some("198.51.100.1"));
+    assert_eq!(code, 202, "{body}");
+    let failed = wait_for(&server, &job_id(&body), Duration::from_secs(60), is_terminal);
+    assert_eq!((failed["status"].as_str(), failed["error"]["kind"].as_str()), (Some("failed"), Some("inference_failed")), "{failed}");
+    let text = failed.to_string();
+    assert!(!text.contains(models.path().to_str().unwrap()) && !text.contains("safetensors"), "a file path reached the client: {text}");
+
+    // The model that was loaded is still there and paints.
+    let (_, body) = submit_as(&server, json!({"prompt": "a fox", "steps": 2}), Some("198.51.100.2"));
+    let done = wait_for(&server, &job_id(&body), Duration::from_secs(60), is_terminal);
+    assert_eq!(done["status"], "completed", "{done}");
+}

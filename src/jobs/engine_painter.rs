@@ -25,14 +25,23 @@ impl EnginePainter {
     }
 }
 
+/// What a client is told. Missing or damaged model files and engine faults are told in general
+/// words: their details (file paths, the server's layout) go to the log only.
 fn failure(e: EngineError) -> JobFailure {
-    let kind = match e.kind() {
-        "invalid_prompt" => ErrorKind::InvalidPrompt,
-        "invalid_params" | "unknown_model" => ErrorKind::InvalidParams,
-        "cancelled" => ErrorKind::Cancelled,
-        _ => ErrorKind::InferenceFailed,
+    let (kind, message) = match e.kind() {
+        "invalid_prompt" => (ErrorKind::InvalidPrompt, e.to_string()),
+        "invalid_params" | "unknown_model" => (ErrorKind::InvalidParams, e.to_string()),
+        "cancelled" => (ErrorKind::Cancelled, e.to_string()),
+        "model_missing" | "model_corrupt" => {
+            tracing::error!(error = %e, "a model could not be loaded");
+            (ErrorKind::InferenceFailed, "The model's files on the server are missing or damaged; the server's log says which.".into())
+        }
+        _ => {
+            tracing::error!(error = %e, "the engine failed");
+            (ErrorKind::InferenceFailed, "Something in the model failed while painting.".into())
+        }
     };
-    JobFailure { kind, message: e.to_string() }
+    JobFailure { kind, message }
 }
 
 impl Painter for EnginePainter {
@@ -40,9 +49,10 @@ impl Painter for EnginePainter {
         if self.loaded.as_ref().is_some_and(|e| e.spec().name == model) {
             return Ok(());
         }
-        // Drop the old model first: two loaded at once may not fit.
-        self.loaded = None;
-        self.loaded = Some(Engine::load(&self.models_dir, model, self.device).map_err(failure)?);
+        // The loaded model stays until the new one has loaded: a model that fails to load leaves
+        // the worker with the one it had. (Both are in memory for the moment of the swap.)
+        let engine = Engine::load(&self.models_dir, model, self.device).map_err(failure)?;
+        self.loaded = Some(engine);
         Ok(())
     }
 
@@ -69,18 +79,33 @@ impl Painter for EnginePainter {
     }
 }
 
-/// The models to offer: `names`, or every model folder when empty. Reads descriptions only.
-pub fn offered_models(models_dir: &std::path::Path, names: &[String]) -> anyhow::Result<Vec<ModelSummary>> {
-    let specs = if names.is_empty() {
+/// The models to offer: `names`, or every model folder when empty. With `need_weights` (a
+/// process that paints), only models whose files are all there; a web process alone reads the
+/// descriptions only (its workers hold the weights).
+pub fn offered_models(models_dir: &std::path::Path, names: &[String], need_weights: bool) -> anyhow::Result<Vec<ModelSummary>> {
+    let specs: Vec<_> = if names.is_empty() {
         engine::list_models(models_dir)
             .into_iter()
             .filter_map(|spec| spec.map_err(|e| tracing::warn!("skipping a model: {e}")).ok())
+            .filter(|spec| match spec.missing_files_message().filter(|_| need_weights) {
+                Some(missing) => {
+                    tracing::warn!("not offering model {:?}: {missing}", spec.name);
+                    false
+                }
+                None => true,
+            })
             .collect()
     } else {
-        names
+        let specs = names
             .iter()
             .map(|name| engine::read_model_spec(models_dir, name).with_context(|| format!("reading model {name:?}")))
-            .collect::<anyhow::Result<Vec<_>>>()?
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if need_weights {
+            if let Some(missing) = specs.iter().find_map(|spec| spec.missing_files_message()) {
+                anyhow::bail!("{missing}");
+            }
+        }
+        specs
     };
     Ok(specs
         .into_iter()

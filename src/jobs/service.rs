@@ -44,8 +44,10 @@ struct Inner {
     /// "Job X changed": wakes event streams of this instance without polling the store.
     changes: broadcast::Sender<Uuid>,
     work: Notify,
-    /// Cancel flags of the jobs this instance's worker is running.
-    running: Mutex<HashMap<Uuid, Arc<AtomicBool>>>,
+    /// Cancel flags of the jobs this instance's worker is running, and when each started.
+    running: Mutex<HashMap<Uuid, (Arc<AtomicBool>, Instant)>>,
+    /// The worker has been inside one job past its time limit (the watchdog's finding).
+    stuck: AtomicBool,
     /// Smoothed milliseconds per denoising step, measured by the worker; feeds queue ETAs.
     ms_per_step: Mutex<Option<f64>>,
     /// Without a worker here: the workers' shared step time, and when it was read.
@@ -96,6 +98,7 @@ impl JobService {
                 changes,
                 work: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                stuck: AtomicBool::new(false),
                 ms_per_step: Mutex::new(None),
                 accepting: AtomicBool::new(true),
                 ready: AtomicBool::new(false),
@@ -176,7 +179,7 @@ impl JobService {
             .map_err(|e| internal("cancel failed", e))?
             .ok_or_else(|| ApiError::not_found("job"))?;
         if job.status == Status::Processing {
-            if let Some(flag) = self.inner.running.lock().expect("running map").get(&id) {
+            if let Some((flag, _)) = self.inner.running.lock().expect("running map").get(&id) {
                 flag.store(true, Ordering::SeqCst);
             }
         }
@@ -328,7 +331,7 @@ impl JobService {
 
     pub(super) fn register_running(&self, id: Uuid) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
-        self.inner.running.lock().expect("running map").insert(id, flag.clone());
+        self.inner.running.lock().expect("running map").insert(id, (flag.clone(), Instant::now()));
         flag
     }
 
@@ -338,9 +341,24 @@ impl JobService {
 
     /// Stops every running job now (graceful shutdown ran out of time).
     pub(super) fn cancel_all_running(&self) {
-        for flag in self.inner.running.lock().expect("running map").values() {
+        for (flag, _) in self.inner.running.lock().expect("running map").values() {
             flag.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// The jobs this process's worker has been running for longer than `limit`.
+    pub(super) fn overdue(&self, limit: Duration) -> Vec<Uuid> {
+        let running = self.inner.running.lock().expect("running map");
+        running.iter().filter(|(_, (_, since))| since.elapsed() > limit).map(|(id, _)| *id).collect()
+    }
+
+    pub(super) fn set_stuck(&self, stuck: bool) {
+        self.inner.stuck.store(stuck, Ordering::SeqCst);
+    }
+
+    /// Whether the worker is stuck inside a job past its time limit (readiness fails).
+    pub fn is_stuck(&self) -> bool {
+        self.inner.stuck.load(Ordering::SeqCst)
     }
 
     /// Records one step's time; answers the smoothed time per step.

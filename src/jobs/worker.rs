@@ -85,6 +85,7 @@ impl Worker {
         runtime: Handle,
     ) -> anyhow::Result<WorkerHandle> {
         let control = Arc::new(Control::default());
+        spawn_watchdog(service.clone(), job_timeout, &runtime);
         let worker = Worker { service: service.clone(), painter, default_model, job_timeout, runtime, control: control.clone() };
         let thread = std::thread::Builder::new().name("easel-worker".into()).spawn(move || worker.run())?;
         Ok(WorkerHandle { thread, control, service })
@@ -236,6 +237,41 @@ impl Worker {
     }
 }
 
+/// Fails a job the worker has been inside for well past its time limit. The time limit is
+/// otherwise checked between steps, so one step that never ends (a hung driver, a deadlock)
+/// would keep the job `processing` and its client `busy` for good; readiness fails meanwhile,
+/// so that an orchestrator can restart the process.
+fn spawn_watchdog(service: JobService, job_timeout: Duration, runtime: &Handle) {
+    let limit = job_timeout + (job_timeout / 10).max(Duration::from_secs(1));
+    runtime.spawn(async move {
+        let mut failed = std::collections::HashSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let overdue = service.overdue(limit);
+            service.set_stuck(!overdue.is_empty());
+            failed.retain(|id| overdue.contains(id));
+            for id in overdue {
+                if !failed.insert(id) {
+                    continue;
+                }
+                tracing::error!(job = %id, secs = limit.as_secs_f64(), "the worker is stuck inside a job; failing it");
+                let outcome = Outcome::failed(
+                    ErrorKind::Timeout,
+                    format!("Painting stopped responding and was given up after {} s.", limit.as_secs()),
+                );
+                match service.store().finish(id, &outcome, now_ms()).await {
+                    Ok(()) => {
+                        metrics::counter!("easel_jobs_finished_total", "state" => "failed", "kind" => "timeout").increment(1);
+                        service.changed(id);
+                    }
+                    Err(e) => tracing::error!(job = %id, error = format!("{e:#}"), "failing a stuck job failed"),
+                }
+            }
+        }
+    });
+}
+
 /// Loads a model; a panic while loading fails the job instead of killing the worker.
 fn prepare(painter: &mut dyn Painter, model: &str) -> Result<(), JobFailure> {
     catch_unwind(AssertUnwindSafe(|| painter.prepare(model))).unwrap_or_else(|panic| {
@@ -278,6 +314,52 @@ mod tests {
 
     fn model() -> ModelSummary {
         ModelSummary::tiny_for_tests()
+    }
+
+    /// Hangs inside its first step for `secs`. Stands in for a hung driver, to prove the watchdog.
+    struct Hangs(u64);
+
+    impl Painter for Hangs {
+        fn prepare(&mut self, _model: &str) -> Result<(), JobFailure> {
+            Ok(())
+        }
+        fn paint(&self, params: &ResolvedParams, on_step: &mut OnStep<'_>, _cancel: &AtomicBool) -> Result<Vec<u8>, PaintError> {
+            std::thread::sleep(Duration::from_secs(self.0));
+            on_step(1, params.steps, None);
+            Ok(vec![1])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_stuck_inside_one_step_is_failed_and_readiness_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let limits = QueueLimits { max_queued: 10, max_active_per_client: 10, history_len: 10 };
+        let service = JobService::new(Arc::new(store), limits, vec![model()], "tiny".into());
+        let handle = Worker::spawn(service.clone(), Box::new(Hangs(4)), "tiny".into(), Duration::from_secs(1), Handle::current()).unwrap();
+        let client = Client { ip: "127.0.0.1".parse().unwrap(), visitor: None };
+        let started = Instant::now();
+        let id = service.submit(&GenerateParams { prompt: "a fox".into(), ..Default::default() }, &client).await.unwrap().job_id;
+        // The time limit (1 s) plus the watchdog's margin (1 s), long before the step ends (4 s).
+        loop {
+            let state = service.status(&id).await.unwrap().state;
+            if state.is_terminal() {
+                match state {
+                    crate::api::JobState::Failed { error } => assert_eq!(error.kind, ErrorKind::Timeout),
+                    other => panic!("expected a timeout, got {other:?}"),
+                }
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_millis(3_500), "the stuck job was not failed in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(service.is_stuck(), "readiness must report the stuck worker");
+        // When the step finally returns, its late result changes nothing and the worker is free.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(!service.is_stuck());
+        assert!(matches!(service.status(&id).await.unwrap().state, crate::api::JobState::Failed { .. }));
+        service.stop_accepting();
+        tokio::task::spawn_blocking(move || handle.shutdown(Duration::from_secs(5))).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

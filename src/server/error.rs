@@ -100,7 +100,7 @@ pub async fn form_errors_back_to_page(State(max_body): State<usize>, req: Reques
         let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok());
         return match location.filter(|l| l.contains("__err=")).and_then(|l| Url::parse(l).ok()) {
             Some(mut url) => {
-                url.query_pairs_mut().append_pair(REFUSED_FORM_PARAM, &String::from_utf8_lossy(&form));
+                keep_form(&mut url, &form);
                 Redirect::to(url.as_str()).into_response()
             }
             None => response,
@@ -119,9 +119,19 @@ pub async fn form_errors_back_to_page(State(max_body): State<usize>, req: Reques
 fn back_to_page(referer: &str, path: &str, error: ApiError, form: &[u8]) -> Response {
     match ServerFnUrlError::new(path, error.clone()).to_url(referer) {
         Ok(mut url) => {
-            url.query_pairs_mut().append_pair(REFUSED_FORM_PARAM, &String::from_utf8_lossy(form));
+            keep_form(&mut url, form);
             Redirect::to(url.as_str()).into_response()
         }
         Err(_) => error.into_response(),
+    }
+}
+
+/// The largest refused form carried back in the redirect URL: beyond, the URL would outgrow
+/// what browsers and proxies accept, so the fields are dropped and only the error goes back.
+const MAX_FORM_IN_URL: usize = 4 * 1024;
+
+fn keep_form(url: &mut Url, form: &[u8]) {
+    if form.len() <= MAX_FORM_IN_URL {
+        url.query_pairs_mut().append_pair(REFUSED_FORM_PARAM, &String::from_utf8_lossy(form));
     }
 }

@@ -150,6 +150,9 @@ pub async fn readyz(State(jobs): State<JobService>) -> Response {
     if !jobs.is_ready() {
         return ApiError::new(crate::api::ErrorKind::NotReady, "The model is still loading.").retry_after(5).into_response();
     }
+    if jobs.is_stuck() {
+        return ApiError::new(crate::api::ErrorKind::NotReady, "The worker is stuck inside a job past its time limit.").into_response();
+    }
     if !jobs.store_reachable().await {
         return ApiError::new(crate::api::ErrorKind::NotReady, "The job store does not answer.").retry_after(5).into_response();
     }

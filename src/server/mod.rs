@@ -35,7 +35,8 @@ use crate::jobs::{self, JobService, JobStore, Painter, QueueLimits, RedisSetting
 pub async fn main() -> anyhow::Result<()> {
     let (config, role) = Config::load()?;
     init_logging(config.log_json);
-    let models = jobs::offered_models(&config.models_dir, &config.models)?;
+    let paints = role == Role::Worker || config.worker;
+    let models = jobs::offered_models(&config.models_dir, &config.models, paints)?;
     let painter: Box<dyn Painter> = Box::new(jobs::EnginePainter::new(config.models_dir.clone(), config.device()?));
     match role {
         Role::Worker => {
