@@ -574,3 +574,37 @@ fn only_complete_models_are_offered_and_failures_never_show_paths() {
     let done = wait_for(&server, &job_id(&body), Duration::from_secs(60), is_terminal);
     assert_eq!(done["status"], "completed", "{done}");
 }
+
+#[test]
+fn an_idempotency_key_makes_a_retry_answer_the_same_job() {
+    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1")]);
+    let post = |key: &str, body: Value, from: &str| {
+        let r = client()
+            .post(server.url("/api/generate"))
+            .header("idempotency-key", key)
+            .header("x-forwarded-for", from)
+            .json(&body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let body = json!({"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64});
+    let (code, first) = post("order-17", body.clone(), "198.51.100.1");
+    assert_eq!(code, 202, "{first}");
+    // A retry (the answer was lost, say) gets the same job, not a second one, and not `busy`.
+    let (code, again) = post("order-17", body.clone(), "198.51.100.1");
+    assert_eq!(code, 202, "{again}");
+    assert_eq!((&again["jobId"], &again["cancelToken"]), (&first["jobId"], &first["cancelToken"]));
+    let (code, other) = post("order-17", json!({"prompt": "a lighthouse at night", "steps": 2}), "198.51.100.1");
+    assert_eq!((code, other["kind"].as_str()), (422, Some("idempotency_mismatch")), "{other}");
+    // Keys belong to their client.
+    let (code, theirs) = post("order-17", body.clone(), "198.51.100.2");
+    assert_eq!(code, 202);
+    assert_ne!(theirs["jobId"], first["jobId"]);
+    let (code, bad) = post(&"k".repeat(300), body, "198.51.100.3");
+    assert_eq!((code, bad["kind"].as_str()), (400, Some("bad_request")), "{bad}");
+    // After the job ends, the key still names it.
+    wait_for(&server, &job_id(&first), Duration::from_secs(60), is_terminal);
+    let (code, after) = post("order-17", json!({"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64}), "198.51.100.1");
+    assert_eq!((code, after["jobId"].clone(), after["status"].as_str()), (202, first["jobId"].clone(), Some("completed")));
+}

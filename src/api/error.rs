@@ -24,6 +24,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request may not do this (cancelling somebody else's job).
     Forbidden,
+    /// An `Idempotency-Key` used before with another request body.
+    IdempotencyMismatch,
     NotReady,
     /// Only ever made in the browser: the server could not be reached.
     Network,
@@ -31,7 +33,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         Self::InvalidPrompt,
         Self::InvalidParams,
         Self::BadRequest,
@@ -45,6 +47,7 @@ impl ErrorKind {
         Self::Interrupted,
         Self::NotFound,
         Self::Forbidden,
+        Self::IdempotencyMismatch,
         Self::NotReady,
         Self::Network,
         Self::Internal,
@@ -65,6 +68,7 @@ impl ErrorKind {
             Self::Interrupted => "interrupted",
             Self::NotFound => "not_found",
             Self::Forbidden => "forbidden",
+            Self::IdempotencyMismatch => "idempotency_mismatch",
             Self::NotReady => "not_ready",
             Self::Network => "network",
             Self::Internal => "internal",
@@ -83,6 +87,7 @@ impl ErrorKind {
             Self::BadRequest => 400,
             Self::NotFound => 404,
             Self::Forbidden => 403,
+            Self::IdempotencyMismatch => 422,
             Self::PayloadTooLarge => 413,
             Self::InvalidPrompt | Self::InvalidParams => 422,
             Self::RateLimited | Self::Busy => 429,

@@ -29,7 +29,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::store::{Enqueued, JobCounts, JobStore, QueueAhead, Recovery, Sharing};
+use super::store::{Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery, Sharing};
 use super::{Job, Outcome, Status, MAX_ATTEMPTS};
 use crate::api::{ErrorKind, JobFailure};
 
@@ -119,11 +119,20 @@ fn script(body: &str) -> Script {
 }
 
 /// ARGV: prefix, id, model, client, visitor ('' for none), params, steps, created, max_queued,
-/// max_active, retention, cancel token ('' for none).
+/// max_active, retention, cancel token ('' for none), idempotency key ('' for none), its body,
+/// its time to live in ms.
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local id, model, client, visitor = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local idem = ARGV[13] ~= '' and (p .. 'idem:' .. client .. ':' .. ARGV[13]) or nil
+if idem then
+  local earlier = redis.call('HMGET', idem, 'body', 'job')
+  if earlier[1] then
+    if earlier[1] == ARGV[14] then return 'existing:' .. earlier[2] end
+    return 'mismatch'
+  end
+end
 local active = p .. 'active:' .. client
 if redis.call('SCARD', active) >= tonumber(ARGV[10]) then return 'busy' end
 if tonumber(redis.call('HGET', p .. 'counts', 'queued') or '0') >= tonumber(ARGV[9]) then return 'full' end
@@ -149,6 +158,10 @@ redis.call('SADD', p .. 'models', model)
 redis.call('ZADD', qkey(model, 'jobs'), round, member(seq, id))
 redis.call('XADD', qkey(model, 'tickets'), '*', 'job', id)
 count('queued', 1)
+if idem then
+  redis.call('HSET', idem, 'body', ARGV[14], 'job', id)
+  redis.call('PEXPIRE', idem, ARGV[15])
+end
 announce(id)
 return 'accepted'
 "#,
@@ -549,7 +562,13 @@ fn job_from(fields: HashMap<String, String>) -> anyhow::Result<Option<Job>> {
 
 #[async_trait]
 impl JobStore for RedisStore {
-    async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued> {
+    async fn enqueue_with(
+        &self,
+        job: &Job,
+        max_queued: u32,
+        max_active_per_client: u32,
+        idempotency: Option<&Idempotency>,
+    ) -> anyhow::Result<Enqueued> {
         let answer: String = ENQUEUE
             .arg(PREFIX)
             .arg(job.id.to_string())
@@ -563,13 +582,20 @@ impl JobStore for RedisStore {
             .arg(max_active_per_client)
             .arg(self.retention_secs())
             .arg(job.cancel_token.as_deref().unwrap_or(""))
+            .arg(idempotency.map_or("", |i| i.key.as_str()))
+            .arg(idempotency.map_or("", |i| i.body.as_str()))
+            .arg(idempotency.map_or(1, |i| i.ttl_ms.max(1)))
             .invoke_async(&mut self.conn())
             .await
             .context("enqueueing a job")?;
         Ok(match answer.as_str() {
             "busy" => Enqueued::Busy,
             "full" => Enqueued::QueueFull,
-            _ => Enqueued::Accepted,
+            "mismatch" => Enqueued::IdempotencyMismatch,
+            other => match other.strip_prefix("existing:") {
+                Some(id) => Enqueued::Existing(Uuid::parse_str(id).context("an idempotency key's job")?),
+                None => Enqueued::Accepted,
+            },
         })
     }
 

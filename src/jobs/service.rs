@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch, Notify};
 use uuid::Uuid;
 
-use super::store::{Enqueued, JobCounts, JobStore};
+use super::store::{Enqueued, Idempotency, JobCounts, JobStore};
 use super::{Job, Status};
 use crate::api::{resolve_params, ApiError, ErrorKind, GenerateParams, JobView, ModelSummary};
 
@@ -57,6 +57,17 @@ struct Inner {
     accepting: AtomicBool,
     ready: AtomicBool,
     shutdown: watch::Sender<bool>,
+}
+
+/// How long an `Idempotency-Key` names its job.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A key of 1 to 255 visible ASCII characters.
+fn checked_idempotency_key(key: &str) -> Result<&str, ApiError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(ErrorKind::BadRequest, "Idempotency-Key must be 1 to 255 visible ASCII characters."));
+    }
+    Ok(key)
 }
 
 pub fn now_ms() -> i64 {
@@ -117,6 +128,25 @@ impl JobService {
 
     /// Validates and queues a job; answers at once, never waiting for inference.
     pub async fn submit(&self, params: &GenerateParams, client: &Client) -> Result<JobView, ApiError> {
+        self.submit_idempotent(params, client, None).await
+    }
+
+    /// `submit` with an `Idempotency-Key`: the same key and body within 24 h answer the job
+    /// the first request made; another body is `idempotency_mismatch`.
+    pub async fn submit_idempotent(
+        &self,
+        params: &GenerateParams,
+        client: &Client,
+        idempotency_key: Option<&str>,
+    ) -> Result<JobView, ApiError> {
+        let idempotency = match idempotency_key {
+            Some(key) => Some(Idempotency {
+                key: checked_idempotency_key(key)?.to_string(),
+                body: serde_json::to_string(params).map_err(|e| internal("encoding a request", e.into()))?,
+                ttl_ms: IDEMPOTENCY_TTL.as_millis() as i64,
+            }),
+            None => None,
+        };
         let resolved = resolve_params(params, &self.inner.models, &self.inner.default_model, rand::random())?;
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(ApiError::new(ErrorKind::NotReady, "The server is restarting; try again in a few seconds.")
@@ -127,10 +157,20 @@ impl JobService {
         let outcome = self
             .inner
             .store
-            .enqueue(&job, limits.max_queued, limits.max_active_per_client)
+            .enqueue_with(&job, limits.max_queued, limits.max_active_per_client, idempotency.as_ref())
             .await
             .map_err(|e| internal("enqueue failed", e))?;
         match outcome {
+            Enqueued::Existing(id) => {
+                let earlier = found(self.inner.store.get(id).await, "job")?;
+                let mut view = self.view(&earlier).await.map_err(|e| internal("reading a job", e))?;
+                view.cancel_token = earlier.cancel_token.clone();
+                Ok(view)
+            }
+            Enqueued::IdempotencyMismatch => Err(ApiError::new(
+                ErrorKind::IdempotencyMismatch,
+                "This Idempotency-Key was used with a different request body.",
+            )),
             Enqueued::Accepted => {
                 metrics::counter!("easel_jobs_submitted_total").increment(1);
                 self.inner.work.notify_one();

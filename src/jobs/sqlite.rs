@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
-use super::store::{Enqueued, JobCounts, JobStore, QueueAhead, Recovery};
+use super::store::{Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery};
 use super::{Job, Outcome, Status};
 use crate::api::{ErrorKind, JobFailure};
 
@@ -104,13 +104,35 @@ impl SqliteStore {
         self.images.join(format!("{id}.preview.png"))
     }
 
-    /// Enqueue's checks and insert; the insert on `conn` (synchronous = FULL).
+    /// What a key the client used before answers: its job, a mismatch, or nothing (new, or
+    /// expired; expired keys are dropped on the way).
+    async fn idempotent_answer(&self, client: &str, idempotency: &Idempotency) -> anyhow::Result<Option<Enqueued>> {
+        let now = super::now_ms();
+        sqlx::query("DELETE FROM idempotency WHERE created_at_ms < ?").bind(now - 24 * 3600 * 1000).execute(&self.pool).await?;
+        let earlier: Option<(String, String, i64)> =
+            sqlx::query_as("SELECT body, job_id, created_at_ms FROM idempotency WHERE client = ? AND key = ?")
+                .bind(client)
+                .bind(&idempotency.key)
+                .fetch_optional(&self.pool)
+                .await
+                .context("reading an idempotency key")?;
+        Ok(match earlier {
+            Some((_, _, at)) if at + idempotency.ttl_ms <= now => None,
+            Some((body, job_id, _)) if body == idempotency.body => Some(Enqueued::Existing(Uuid::parse_str(&job_id)?)),
+            Some(_) => Some(Enqueued::IdempotencyMismatch),
+            None => None,
+        })
+    }
+
+    /// Enqueue's checks and insert (with the idempotency key, in one transaction); the insert
+    /// on `conn` (synchronous = FULL).
     async fn insert_job(
         &self,
         conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
         job: &Job,
         max_queued: u32,
         max_active_per_client: u32,
+        idempotency: Option<&Idempotency>,
     ) -> anyhow::Result<Enqueued> {
         let active = self
             .count("SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'processing')", &job.client)
@@ -122,6 +144,7 @@ impl SqliteStore {
         if queued >= max_queued {
             return Ok(Enqueued::QueueFull);
         }
+        let mut tx = sqlx::Connection::begin(&mut **conn).await.context("enqueueing a job")?;
         // The round after the client's previous job, but not one already served.
         sqlx::query(
             "INSERT INTO jobs (id, status, params, steps, client, visitor, created_at_ms, model, cancel_token, round)
@@ -137,9 +160,21 @@ impl SqliteStore {
         .bind(job.created_at_ms)
         .bind(&job.params.model)
         .bind(&job.cancel_token)
-        .execute(&mut **conn)
+        .execute(&mut *tx)
         .await
         .context("inserting a job")?;
+        if let Some(idempotency) = idempotency {
+            sqlx::query("INSERT OR REPLACE INTO idempotency (client, key, body, job_id, created_at_ms) VALUES (?, ?, ?, ?, ?)")
+                .bind(&job.client)
+                .bind(&idempotency.key)
+                .bind(&idempotency.body)
+                .bind(job.id.to_string())
+                .bind(super::now_ms())
+                .execute(&mut *tx)
+                .await
+                .context("keeping an idempotency key")?;
+        }
+        tx.commit().await.context("enqueueing a job")?;
         Ok(Enqueued::Accepted)
     }
 
@@ -203,12 +238,23 @@ async fn read_if_exists(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
 
 #[async_trait]
 impl JobStore for SqliteStore {
-    async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued> {
+    async fn enqueue_with(
+        &self,
+        job: &Job,
+        max_queued: u32,
+        max_active_per_client: u32,
+        idempotency: Option<&Idempotency>,
+    ) -> anyhow::Result<Enqueued> {
         let _guard = self.enqueue_lock.lock().await;
+        if let Some(idempotency) = idempotency {
+            if let Some(earlier) = self.idempotent_answer(&job.client, idempotency).await? {
+                return Ok(earlier);
+            }
+        }
         // An accepted job must survive a power loss: this commit waits for the disk.
         let mut conn = self.pool.acquire().await.context("enqueueing a job")?;
         sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
-        let accepted = self.insert_job(&mut conn, job, max_queued, max_active_per_client).await;
+        let accepted = self.insert_job(&mut conn, job, max_queued, max_active_per_client, idempotency).await;
         sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
         accepted
     }

@@ -18,10 +18,23 @@ use super::{Job, Outcome};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Enqueued {
     Accepted,
+    /// The client's idempotency key already names this job (same body, within its time).
+    Existing(Uuid),
+    /// The client's idempotency key names a job made from another body.
+    IdempotencyMismatch,
     /// The queue holds its maximum of waiting jobs.
     QueueFull,
     /// The client already has its maximum of active (queued or processing) jobs.
     Busy,
+}
+
+/// An `Idempotency-Key` with the request it came with: per client, kept for `ttl_ms`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Idempotency {
+    pub key: String,
+    /// The request as parsed (canonical JSON): a replay must match it.
+    pub body: String,
+    pub ttl_ms: i64,
 }
 
 /// Where a queued job stands: jobs ahead of it, and steps still to run before it starts.
@@ -61,7 +74,18 @@ pub struct Sharing {
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Adds a queued job unless the queue is full or the client has too many active jobs.
-    async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued>;
+    async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued> {
+        self.enqueue_with(job, max_queued, max_active_per_client, None).await
+    }
+
+    /// `enqueue`, but first: a key the client used before answers its job (or a mismatch).
+    async fn enqueue_with(
+        &self,
+        job: &Job,
+        max_queued: u32,
+        max_active_per_client: u32,
+        idempotency: Option<&Idempotency>,
+    ) -> anyhow::Result<Enqueued>;
     async fn get(&self, id: Uuid) -> anyhow::Result<Option<Job>>;
     async fn queue_ahead(&self, job: &Job) -> anyhow::Result<QueueAhead>;
     /// Takes the next queued job for one of `models` (round-robin across clients) and marks it
@@ -238,6 +262,38 @@ pub(crate) mod contract {
         assert_eq!((counts.queued, counts.processing, counts.completed, counts.failed, counts.cancelled), (0, 0, 1, 2, 5));
 
         fair_share(store).await;
+        idempotency(store).await;
+    }
+
+    /// A client's key names its first job; another body is a mismatch; keys are per client and expire.
+    async fn idempotency(store: &dyn JobStore) {
+        let key = |body: &str, ttl_ms| Idempotency { key: "k-1".into(), body: body.into(), ttl_ms };
+        let first = job("p", 2);
+        assert_eq!(store.enqueue_with(&first, 20, 5, Some(&key("A", 60_000))).await.unwrap(), Enqueued::Accepted);
+        let again = job("p", 2);
+        assert_eq!(store.enqueue_with(&again, 20, 5, Some(&key("A", 60_000))).await.unwrap(), Enqueued::Existing(first.id));
+        assert!(store.get(again.id).await.unwrap().is_none(), "a replay stores nothing");
+        assert_eq!(store.enqueue_with(&job("p", 2), 20, 5, Some(&key("B", 60_000))).await.unwrap(), Enqueued::IdempotencyMismatch);
+        // Another client's key of the same name is its own.
+        let other = job("q", 2);
+        assert_eq!(store.enqueue_with(&other, 20, 5, Some(&key("B", 60_000))).await.unwrap(), Enqueued::Accepted);
+        // A refused request keeps no key: the same key works once the client may submit.
+        assert_eq!(store.enqueue_with(&job("q", 2), 20, 1, Some(&Idempotency { key: "k-2".into(), ..key("C", 60_000) })).await.unwrap(), Enqueued::Busy);
+        for j in [&first, &other] {
+            store.request_cancel(j.id, 30_000).await.unwrap();
+        }
+        let later = job("q", 2);
+        assert_eq!(store.enqueue_with(&later, 20, 1, Some(&Idempotency { key: "k-2".into(), ..key("C", 60_000) })).await.unwrap(), Enqueued::Accepted);
+        store.request_cancel(later.id, 30_100).await.unwrap();
+        // An expired key names nothing.
+        let short = Idempotency { key: "k-3".into(), ..key("D", 1) };
+        let once = job("r", 2);
+        assert_eq!(store.enqueue_with(&once, 20, 5, Some(&short)).await.unwrap(), Enqueued::Accepted);
+        store.request_cancel(once.id, 30_200).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let twice = job("r", 2);
+        assert_eq!(store.enqueue_with(&twice, 20, 5, Some(&short)).await.unwrap(), Enqueued::Accepted);
+        store.request_cancel(twice.id, 30_300).await.unwrap();
     }
 
     /// Round-robin across clients, positions that say so, and workers that take only their models.

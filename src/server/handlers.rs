@@ -19,12 +19,15 @@ use super::state::AppState;
 use crate::api::{ApiError, GenerateParams, JobState, JobView, ModelSummary};
 use crate::jobs::{Client, JobService};
 
+/// `POST /api/generate`; an `Idempotency-Key` header makes a retry answer the same job.
 pub async fn generate(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
+    headers: HeaderMap,
     ApiJson(params): ApiJson<GenerateParams>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let view = state.jobs.submit(&params, &client).await?;
+    let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or(""));
+    let view = state.jobs.submit_idempotent(&params, &client, key).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
