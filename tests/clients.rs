@@ -1,0 +1,1 @@
+//! Placeholder: the clients tests are being written.
