@@ -69,6 +69,30 @@ easel_install() {
     if [ "$want" = test ] && ! command -v redis-server >/dev/null; then
         apt_install redis-server
     fi
+
+    # The API client tests (tests/clients.rs) drive the server with the official OpenAI Python
+    # client, from a venv of their own in .tools/ (nothing exported: the tests find its python).
+    if [ "$want" = test ]; then
+        local openai_version=3.57.0
+        local venv="$root/.tools/pyclients"
+        if [ "$("$venv/bin/python" -c 'import openai; print(openai.__version__)' 2>/dev/null)" != "$openai_version" ]; then
+            if ! command -v python3 >/dev/null; then
+                apt_install python3 python3-venv
+            fi
+            # A venv whose interpreter is gone or broken is made again.
+            if ! "$venv/bin/python" -c 'import pip' >/dev/null 2>&1; then
+                say "creating the Python venv for the API client tests in .tools/pyclients"
+                # Debian's python3 makes venvs only with python3-venv (ensurepip).
+                if ! python3 -m venv --clear "$venv" >/dev/null 2>&1; then
+                    apt_install python3-venv
+                    python3 -m venv --clear "$venv" || return 1
+                fi
+            fi
+            say "installing openai $openai_version from PyPI into .tools/pyclients"
+            "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+                "openai==$openai_version" || return 1
+        fi
+    fi
 }
 
 easel_install "$@"

@@ -1,1 +1,97 @@
-//! Placeholder: the clients tests are being written.
+//! Third-party API clients against a real server: the official OpenAI Python client drives
+//! `POST /v1/images/generations` (tests/clients/openai_images.py has the checks).
+//!
+//! The client lives in a venv of its own, `.tools/pyclients`, that `scripts/install.sh test`
+//! (run by `scripts/test.sh`) creates with a pinned `openai` from PyPI.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// Longest the Python run may take before it is killed (it needs seconds).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs a command to the end or until `timeout`; returns (exit code or None if killed, stdout,
+/// stderr). Both pipes are drained by threads so a chatty child never blocks.
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the client") {
+            break Some(status.code().unwrap_or(-1));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (code, out.join().unwrap_or_default(), err.join().unwrap_or_default())
+}
+
+#[test]
+fn the_official_openai_client_generates_images() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".tools/pyclients/bin/python");
+    let script = root.join("tests/clients/openai_images.py");
+    if !python.exists() {
+        panic!(
+            "{} is missing: run `bash scripts/test.sh` (it installs the Python clients)",
+            python.display()
+        );
+    }
+
+    let server = Server::start(&[
+        ("EASEL_API_KEYS", "test-key-1,test-key-2"),
+        ("EASEL_SUBMITS_PER_MINUTE", "100"),
+        ("EASEL_MAX_ACTIVE_PER_CLIENT", "4"),
+    ]);
+
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script)
+        .arg(&server.base)
+        .arg("test-key-2")
+        .current_dir(root)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        // Loopback only, whatever proxy the environment names; and no OpenAI settings from it.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_ORG_ID")
+        .env_remove("OPENAI_PROJECT_ID");
+    let started = Instant::now();
+    let (code, stdout, stderr) = run_with_timeout(cmd, CLIENT_TIMEOUT);
+    let took = started.elapsed();
+    eprintln!("--- openai_images.py stdout ---\n{stdout}--- stderr ---\n{stderr}--- {took:.1?} ---");
+    match code {
+        Some(0) => {}
+        Some(code) => panic!(
+            "openai_images.py exited with {code} after {took:.1?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        ),
+        None => panic!(
+            "openai_images.py did not finish within {CLIENT_TIMEOUT:?} and was killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        ),
+    }
+    drop(server);
+}

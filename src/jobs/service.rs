@@ -200,6 +200,32 @@ impl JobService {
         self.view(&job).await.map_err(|e| internal("reading a job", e))
     }
 
+    /// Waits until the job has ended (or `within` has passed: `timeout`) and answers it.
+    pub async fn wait_until_ended(&self, id: &str, within: Duration) -> Result<JobView, ApiError> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut changes = self.subscribe();
+        loop {
+            let view = self.status(id).await?;
+            if view.state.is_terminal() {
+                return Ok(view);
+            }
+            // Woken by this job's changes, or at least every second (announcements can be lost).
+            let wake = tokio::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                tokio::select! {
+                    changed = changes.recv() => match changed {
+                        Ok(changed) if changed.to_string() != id => continue,
+                        _ => break,
+                    },
+                    _ = tokio::time::sleep_until(wake.min(deadline)) => break,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::new(ErrorKind::Timeout, "The image took too long; follow the job by its id instead."));
+            }
+        }
+    }
+
     /// Cancels a queued job at once, or a processing one within a denoising step. Only its
     /// submitter may: the same visitor cookie, or the `cancelToken` the submit answered with.
     pub async fn cancel(&self, id: &str, visitor: Option<&str>, token: Option<&str>) -> Result<JobView, ApiError> {

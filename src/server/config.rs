@@ -59,6 +59,8 @@ pub struct Config {
     pub retention_secs: u64,
     /// IPv6 clients are counted by this many leading bits (their /64 by default).
     pub ipv6_prefix: u8,
+    /// Bearer keys that open `/v1/images/generations`; none: it is open to all.
+    pub api_keys: Vec<String>,
 }
 
 /// What this process does.
@@ -102,6 +104,7 @@ impl Default for Config {
             heartbeat_secs: 15,
             retention_secs: 7 * 24 * 3600,
             ipv6_prefix: 64,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -189,6 +192,9 @@ struct Flags {
     #[arg(long, env = "EASEL_IPV6_PREFIX", value_parser = clap::value_parser!(u8).range(1..=128), help = "IPv6 clients are counted per prefix of this length [default: 64]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     ipv6_prefix: Option<u8>,
+    #[arg(long, env = "EASEL_API_KEYS", value_delimiter = ',', hide_env_values = true, help = "Bearer keys for /v1/images/generations, comma-separated [default: none, open]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_keys: Option<Vec<String>>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a range (`10.0.0.0/8`).

@@ -7,6 +7,7 @@ mod client;
 pub mod config;
 mod error;
 mod handlers;
+mod openai;
 mod rate_limit;
 mod router;
 mod state;
@@ -74,7 +75,9 @@ pub async fn run(
         service.set_web_ready();
         None
     };
-    let state = AppState { leptos_options, jobs: service.clone(), metrics: metrics_handle() };
+    // A waiting image may stand in line behind others and then run up to its time limit.
+    let openai_wait = Duration::from_secs(config.job_timeout_secs * 2 + 60);
+    let state = AppState { leptos_options, jobs: service.clone(), metrics: metrics_handle(), openai_wait };
     let app = router::app(state, &config, &limits);
 
     let addr = listener.local_addr()?;

@@ -21,7 +21,7 @@ use super::config::Config;
 use super::rate_limit::{Limits, Rule};
 use super::state::AppState;
 use crate::jobs::JobService;
-use super::{client, error, handlers};
+use super::{client, error, handlers, openai};
 use crate::api::SUBMIT_FN_PATH;
 use crate::app::{shell, App};
 
@@ -33,7 +33,11 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
     // Server functions are mounted here rather than by `leptos_routes`, so that each sits
     // behind the same limiter as its JSON counterpart: submit shares `/api/generate`'s, the
     // others the reads' (a server fn #[middleware] would be rebuilt per request and never limit).
-    let mut submits = Router::new().route("/api/generate", post(handlers::generate));
+    let api_keys = openai::ApiKeys(Arc::new(config.api_keys.clone()));
+    let mut submits = Router::new().route("/api/generate", post(handlers::generate)).route(
+        "/v1/images/generations",
+        post(openai::generate).layer::<_, Infallible>(from_fn_with_state(api_keys, openai::authorize)),
+    );
     let mut reads = Router::new()
         .route("/api/status/{id}", get(handlers::status))
         .route("/api/jobs/{id}", delete(handlers::cancel))
@@ -58,7 +62,8 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
     }
     let submits = limits
         .apply(submits, Rule::submits(config.submits_per_minute))
-        .layer(from_fn_with_state(config.max_body_bytes, error::form_errors_back_to_page));
+        .layer(from_fn_with_state(config.max_body_bytes, error::form_errors_back_to_page))
+        .layer(from_fn(openai::errors_in_openai_shape));
     let reads = limits.apply(reads, Rule::reads(config.reads_per_second, config.read_burst));
 
     let excluded = server_fns.iter().map(|(path, _)| path.to_string()).collect();

@@ -11,6 +11,8 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub jobs: JobService,
     pub metrics: PrometheusHandle,
+    /// How long `/v1/images/generations` waits for its images.
+    pub openai_wait: std::time::Duration,
 }
 
 /// A worker-only process's state: health, readiness and metrics only.
