@@ -608,3 +608,40 @@ fn an_idempotency_key_makes_a_retry_answer_the_same_job() {
     let (code, after) = post("order-17", json!({"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64}), "198.51.100.1");
     assert_eq!((code, after["jobId"].clone(), after["status"].as_str()), (202, first["jobId"].clone(), Some("completed")));
 }
+
+#[test]
+fn finished_jobs_expire_after_the_retention_time_and_answer_410() {
+    let server = Server::start(&[("EASEL_RETENTION_SECS", "1")]);
+    let (_, body) = submit(&server, json!({"prompt": "brief", "steps": 2, "width": 64, "height": 64}));
+    let id = job_id(&body);
+    let done = wait_for(&server, &id, Duration::from_secs(60), is_terminal);
+    assert_eq!(done["status"], "completed", "{done}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client().get(server.url(&format!("/api/status/{id}"))).send().unwrap();
+        if r.status() == 410 {
+            assert_eq!(r.json::<Value>().unwrap()["kind"], "expired");
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(Instant::now() < deadline, "the job was never deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let image = client().get(server.url(&format!("/api/images/{id}.png"))).send().unwrap();
+    assert_eq!(image.status(), 410);
+    assert_eq!(image.json::<Value>().unwrap()["kind"], "expired");
+    assert!(!server.data_dir.join(format!("images/{id}.png")).exists(), "the image file is still on disk");
+    let unknown = client().get(server.url(&format!("/api/status/{}", uuid::Uuid::new_v4()))).send().unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[test]
+fn readiness_fails_when_the_data_disk_is_nearly_full() {
+    // No disk here has 100 TB free.
+    let server = Server::start_unready(&[("EASEL_MIN_FREE_DISK_MB", "100000000")]);
+    let r = client().get(server.url("/readyz")).send().unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["kind"], "not_ready");
+    assert!(body["message"].as_str().unwrap().contains("disk"), "{body}");
+}

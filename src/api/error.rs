@@ -26,6 +26,8 @@ pub enum ErrorKind {
     Forbidden,
     /// An `Idempotency-Key` used before with another request body.
     IdempotencyMismatch,
+    /// The job existed, and was deleted after the retention time.
+    Expired,
     NotReady,
     /// Only ever made in the browser: the server could not be reached.
     Network,
@@ -33,7 +35,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         Self::InvalidPrompt,
         Self::InvalidParams,
         Self::BadRequest,
@@ -48,6 +50,7 @@ impl ErrorKind {
         Self::NotFound,
         Self::Forbidden,
         Self::IdempotencyMismatch,
+        Self::Expired,
         Self::NotReady,
         Self::Network,
         Self::Internal,
@@ -69,6 +72,7 @@ impl ErrorKind {
             Self::NotFound => "not_found",
             Self::Forbidden => "forbidden",
             Self::IdempotencyMismatch => "idempotency_mismatch",
+            Self::Expired => "expired",
             Self::NotReady => "not_ready",
             Self::Network => "network",
             Self::Internal => "internal",
@@ -88,6 +92,7 @@ impl ErrorKind {
             Self::NotFound => 404,
             Self::Forbidden => 403,
             Self::IdempotencyMismatch => 422,
+            Self::Expired => 410,
             Self::PayloadTooLarge => 413,
             Self::InvalidPrompt | Self::InvalidParams => 422,
             Self::RateLimited | Self::Busy => 429,

@@ -100,6 +100,8 @@ local function terminate(id, client, status, now, retention)
   if tonumber(retention) > 0 then
     redis.call('EXPIRE', key, retention)
     redis.call('EXPIRE', p .. 'img:' .. id, retention)
+    -- Remembered 30 days longer, so that the job answers "expired" rather than "not found".
+    redis.call('SET', p .. 'gone:' .. id, 1, 'EX', tonumber(retention) + 2592000)
   end
 end
 -- Back in line at its old place, with a fresh ticket.
@@ -763,6 +765,9 @@ impl JobStore for RedisStore {
         let mut conn = self.conn();
         let ids: Vec<String> =
             conn.zrevrange(format!("{PREFIX}visitor:{visitor}"), 0, limit as isize - 1).await.context("reading history")?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(format!("{PREFIX}job:{id}"));
@@ -823,6 +828,17 @@ impl JobStore for RedisStore {
 
     async fn preview(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(self.conn().get(format!("{PREFIX}preview:{id}")).await.context("reading a preview")?)
+    }
+
+    async fn expired(&self, id: Uuid) -> anyhow::Result<bool> {
+        let mut conn = self.conn();
+        let (gone, present): (bool, bool) = redis::pipe()
+            .exists(format!("{PREFIX}gone:{id}"))
+            .exists(format!("{PREFIX}job:{id}"))
+            .query_async(&mut conn)
+            .await
+            .context("reading an expired job")?;
+        Ok(gone && !present)
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -939,6 +955,35 @@ mod tests {
         let redis = TestRedis::start();
         let store = RedisStore::connect(settings(&redis.url)).await.unwrap();
         super::super::store::contract::check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn redis_retention_expires_ended_jobs_and_remembers_their_ids() {
+        let redis = TestRedis::start();
+        let store = RedisStore::connect(RedisSettings { retention: Duration::from_secs(1), ..settings(&redis.url) }).await.unwrap();
+        let params = crate::api::ResolvedParams {
+            prompt: "old".into(),
+            negative_prompt: String::new(),
+            width: 64,
+            height: 64,
+            steps: 2,
+            guidance: 7.5,
+            seed: 1,
+            model: "tiny".into(),
+        };
+        let job = Job::new(params, "c".into(), Some("v".into()), 1);
+        store.enqueue(&job, 5, 5).await.unwrap();
+        store.claim_next(2, &["tiny".into()]).await.unwrap().unwrap();
+        store.put_image(job.id, vec![7; 8]).await.unwrap();
+        store.finish(job.id, &Outcome::Completed { inference_ms: 1 }, 3).await.unwrap();
+        assert!(!store.expired(job.id).await.unwrap(), "kept for the retention time");
+        assert!(store.image(job.id).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert!(store.get(job.id).await.unwrap().is_none());
+        assert!(store.image(job.id).await.unwrap().is_none());
+        assert!(store.expired(job.id).await.unwrap());
+        assert!(!store.expired(Uuid::new_v4()).await.unwrap());
+        assert!(store.recent_for_visitor("v", 10).await.unwrap().is_empty(), "history skips expired jobs");
     }
 
     #[tokio::test]

@@ -272,7 +272,10 @@ impl JobService {
     /// The finished PNG of a job.
     pub async fn image(&self, id: &str) -> Result<Vec<u8>, ApiError> {
         let id = parse_id(id)?;
-        found(self.inner.store.image(id).await, "image")
+        match found(self.inner.store.image(id).await, "image") {
+            Err(e) if e.kind == ErrorKind::NotFound => Err(self.gone_or(id, e).await),
+            other => other,
+        }
     }
 
     /// The latest preview of a running job.
@@ -308,7 +311,45 @@ impl JobService {
 
     async fn job(&self, id: &str) -> Result<Job, ApiError> {
         let id = parse_id(id)?;
-        found(self.inner.store.get(id).await, "job")
+        match found(self.inner.store.get(id).await, "job") {
+            Err(e) if e.kind == ErrorKind::NotFound => Err(self.gone_or(id, e).await),
+            other => other,
+        }
+    }
+
+    /// `expired` (410) for a job retention deleted, else the error as it was.
+    async fn gone_or(&self, id: Uuid, missing: ApiError) -> ApiError {
+        match self.inner.store.expired(id).await {
+            Ok(true) => ApiError::new(
+                ErrorKind::Expired,
+                "This job and its image were deleted after the retention time; generate it again with the same settings.",
+            ),
+            Ok(false) => missing,
+            Err(e) => internal("reading an expired job", e),
+        }
+    }
+
+    /// Retention, in the background: jobs that ended more than `retention` ago are deleted.
+    pub fn spawn_retention(&self, retention: Duration) {
+        let jobs = self.clone();
+        let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let cutoff = now_ms() - retention.as_millis() as i64;
+                match jobs.inner.store.purge_finished(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "retention deleted finished jobs"),
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "retention failed"),
+                }
+            }
+        });
+    }
+
+    /// Free bytes on the store's disk, where that is this machine's.
+    pub fn free_disk_bytes(&self) -> Option<u64> {
+        self.inner.store.free_disk_bytes()
     }
 
     async fn view(&self, job: &Job) -> anyhow::Result<JobView> {

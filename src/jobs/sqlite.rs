@@ -464,6 +464,52 @@ impl JobStore for SqliteStore {
     async fn preview(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
         read_if_exists(&self.preview_path(id)).await
     }
+
+    async fn purge_finished(&self, cutoff_ms: i64) -> anyhow::Result<u64> {
+        let ended: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at_ms < ? LIMIT 1000",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pool)
+        .await
+        .context("finding expired jobs")?;
+        for (id,) in &ended {
+            // The image first: a row whose image is gone is purged again next time.
+            if let Ok(uuid) = Uuid::parse_str(id) {
+                match tokio::fs::remove_file(self.image_path(uuid)).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).context("removing an expired image"),
+                }
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("INSERT OR IGNORE INTO expired (id, expired_at_ms) VALUES (?, ?)")
+                .bind(id)
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM jobs WHERE id = ?").bind(id).execute(&mut *tx).await?;
+            tx.commit().await.context("deleting an expired job")?;
+        }
+        // Ids are remembered for 30 days after their jobs went.
+        sqlx::query("DELETE FROM expired WHERE expired_at_ms < ?")
+            .bind(cutoff_ms - 30 * 24 * 3600 * 1000)
+            .execute(&self.pool)
+            .await?;
+        Ok(ended.len() as u64)
+    }
+
+    async fn expired(&self, id: Uuid) -> anyhow::Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM expired WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    fn free_disk_bytes(&self) -> Option<u64> {
+        fs2::available_space(&self.images).ok()
+    }
 }
 
 #[cfg(test)]
@@ -495,6 +541,41 @@ mod tests {
         assert_eq!(left, expected);
         assert_eq!(store.image(kept).await.unwrap(), Some(b"png".to_vec()));
         assert_eq!(store.image(empty).await.unwrap(), None, "a 0-byte image is never served");
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_ended_jobs_and_remembers_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let params = crate::api::ResolvedParams {
+            prompt: "old".into(),
+            negative_prompt: String::new(),
+            width: 64,
+            height: 64,
+            steps: 2,
+            guidance: 7.5,
+            seed: 1,
+            model: "tiny".into(),
+        };
+        let old = Job::new(params.clone(), "a".into(), None, 1_000);
+        let recent = Job::new(params.clone(), "b".into(), None, 1_000);
+        let waiting = Job::new(params, "c".into(), None, 1_000);
+        for (job, ended_at) in [(&old, 5_000), (&recent, 50_000)] {
+            store.enqueue(job, 10, 10).await.unwrap();
+            assert_eq!(store.claim_next(2_000, &["tiny".into()]).await.unwrap().unwrap().id, job.id);
+            store.put_image(job.id, vec![7; 8]).await.unwrap();
+            store.finish(job.id, &Outcome::Completed { inference_ms: 1 }, ended_at).await.unwrap();
+        }
+        store.enqueue(&waiting, 10, 10).await.unwrap();
+        assert_eq!(store.purge_finished(10_000).await.unwrap(), 1);
+        assert!(store.get(old.id).await.unwrap().is_none());
+        assert_eq!(store.image(old.id).await.unwrap(), None);
+        assert!(!dir.path().join(format!("images/{}.png", old.id)).exists());
+        assert!(store.expired(old.id).await.unwrap());
+        assert!(!store.expired(recent.id).await.unwrap() && !store.expired(Uuid::new_v4()).await.unwrap());
+        assert!(store.get(recent.id).await.unwrap().is_some() && store.image(recent.id).await.unwrap().is_some());
+        assert!(store.get(waiting.id).await.unwrap().is_some(), "a waiting job is never purged");
+        assert!(store.free_disk_bytes().unwrap() > 0);
     }
 
     #[tokio::test]

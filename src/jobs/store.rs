@@ -114,6 +114,23 @@ pub trait JobStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Retention: deletes the jobs (rows and images) that ended before `cutoff_ms`, keeping
+    /// their ids a while so that they answer `expired`. Answers how many went. A store whose
+    /// records expire by themselves (Redis) does nothing here.
+    async fn purge_finished(&self, _cutoff_ms: i64) -> anyhow::Result<u64> {
+        Ok(0)
+    }
+
+    /// Whether a job with this id existed and was deleted by retention.
+    async fn expired(&self, _id: Uuid) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+
+    /// Free bytes on the disk that holds the store's data; `None`: not on this machine.
+    fn free_disk_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// `Some` when several processes share this store.
     fn sharing(&self) -> Option<Sharing> {
         None

@@ -55,12 +55,14 @@ pub struct Config {
     pub worker_addr: std::net::SocketAddr,
     /// A running job whose worker is silent this long is taken over by another worker (Redis).
     pub heartbeat_secs: u64,
-    /// A finished job's record and image are kept this long (Redis store).
+    /// A finished job's record and image are kept this long, then deleted (410 `expired`).
     pub retention_secs: u64,
     /// IPv6 clients are counted by this many leading bits (their /64 by default).
     pub ipv6_prefix: u8,
     /// Bearer keys that open `/v1/images/generations`; none: it is open to all.
     pub api_keys: Vec<String>,
+    /// Readiness fails when the data disk has less free space than this.
+    pub min_free_disk_mb: u64,
 }
 
 /// What this process does.
@@ -105,6 +107,7 @@ impl Default for Config {
             retention_secs: 7 * 24 * 3600,
             ipv6_prefix: 64,
             api_keys: Vec::new(),
+            min_free_disk_mb: 256,
         }
     }
 }
@@ -186,7 +189,7 @@ struct Flags {
     #[arg(long, env = "EASEL_HEARTBEAT_SECS", help = "Redis: a running job whose worker is silent this long runs elsewhere [default: 15]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat_secs: Option<u64>,
-    #[arg(long, env = "EASEL_RETENTION_SECS", help = "Redis: how long finished jobs and images are kept [default: 604800]")]
+    #[arg(long, env = "EASEL_RETENTION_SECS", help = "How long finished jobs and images are kept, then deleted (410 expired) [default: 604800]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     retention_secs: Option<u64>,
     #[arg(long, env = "EASEL_IPV6_PREFIX", value_parser = clap::value_parser!(u8).range(1..=128), help = "IPv6 clients are counted per prefix of this length [default: 64]")]
@@ -195,6 +198,9 @@ struct Flags {
     #[arg(long, env = "EASEL_API_KEYS", value_delimiter = ',', hide_env_values = true, help = "Bearer keys for /v1/images/generations, comma-separated [default: none, open]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     api_keys: Option<Vec<String>>,
+    #[arg(long, env = "EASEL_MIN_FREE_DISK_MB", help = "Not ready when the data disk has less free space [default: 256]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_free_disk_mb: Option<u64>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a range (`10.0.0.0/8`).

@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiJson;
-use super::state::AppState;
+use super::state::{AppState, MinFreeDisk};
 use crate::api::{ApiError, GenerateParams, JobState, JobView, ModelSummary};
 use crate::jobs::{Client, JobService};
 
@@ -149,7 +149,14 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready: the model is loaded (or this process has no worker) and the store answers.
-pub async fn readyz(State(jobs): State<JobService>) -> Response {
+pub async fn readyz(State(jobs): State<JobService>, State(min_free): State<MinFreeDisk>) -> Response {
+    if let Some(free) = jobs.free_disk_bytes().filter(|free| *free < min_free.0) {
+        return ApiError::new(
+            crate::api::ErrorKind::NotReady,
+            format!("The data disk is nearly full ({} MB free).", free / (1024 * 1024)),
+        )
+        .into_response();
+    }
     if !jobs.is_ready() {
         return ApiError::new(crate::api::ErrorKind::NotReady, "The model is still loading.").retry_after(5).into_response();
     }

@@ -27,7 +27,7 @@ pub use state::AppState;
 
 use self::config::StoreKind;
 use self::rate_limit::Limits;
-use self::state::OpsState;
+use self::state::{MinFreeDisk, OpsState};
 use crate::api::ModelSummary;
 use crate::jobs::{self, JobService, JobStore, Painter, QueueLimits, RedisSettings, RedisStore, SqliteStore, Worker, WorkerHandle};
 
@@ -68,6 +68,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (service, limits) = open_jobs(&config, models).await?;
+    service.spawn_retention(Duration::from_secs(config.retention_secs));
     let worker = if config.worker {
         Some(start_worker(&config, &service, painter).await?)
     } else {
@@ -77,7 +78,8 @@ pub async fn run(
     };
     // A waiting image may stand in line behind others and then run up to its time limit.
     let openai_wait = Duration::from_secs(config.job_timeout_secs * 2 + 60);
-    let state = AppState { leptos_options, jobs: service.clone(), metrics: metrics_handle(), openai_wait };
+    let min_free_disk = MinFreeDisk(config.min_free_disk_mb * 1024 * 1024);
+    let state = AppState { leptos_options, jobs: service.clone(), metrics: metrics_handle(), openai_wait, min_free_disk };
     let app = router::app(state, &config, &limits);
 
     let addr = listener.local_addr()?;
@@ -105,7 +107,7 @@ pub async fn run_worker(
     let worker = start_worker(&config, &service, painter).await?;
     let app = router::ops()
         .layer(axum::middleware::from_fn(router::count_responses))
-        .with_state(OpsState { jobs: service.clone(), metrics: metrics_handle() });
+        .with_state(OpsState { jobs: service.clone(), metrics: metrics_handle(), min_free_disk: MinFreeDisk(config.min_free_disk_mb * 1024 * 1024) });
     let addr = listener.local_addr()?;
     tracing::info!(store = store_name(&config), "starting a worker");
     tracing::info!("easel worker listening on http://{addr}");

@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::config::Config;
 use super::rate_limit::{Limits, Rule};
-use super::state::AppState;
+use super::state::{AppState, MinFreeDisk};
 use crate::jobs::JobService;
 use super::{client, error, handlers, openai};
 use crate::api::SUBMIT_FN_PATH;
@@ -95,6 +95,7 @@ fn health<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     JobService: FromRef<S>,
+    MinFreeDisk: FromRef<S>,
 {
     Router::new().route("/healthz", get(handlers::healthz)).route("/readyz", get(handlers::readyz))
 }
@@ -105,6 +106,7 @@ where
     S: Clone + Send + Sync + 'static,
     JobService: FromRef<S>,
     PrometheusHandle: FromRef<S>,
+    MinFreeDisk: FromRef<S>,
 {
     health().route("/metrics", get(handlers::metrics))
 }

@@ -13,11 +13,17 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// How long `/v1/images/generations` waits for its images.
     pub openai_wait: std::time::Duration,
+    /// Readiness fails below this many free bytes on the data disk.
+    pub min_free_disk: MinFreeDisk,
 }
+
+#[derive(Clone, Copy, Debug)]
+pub struct MinFreeDisk(pub u64);
 
 /// A worker-only process's state: health, readiness and metrics only.
 #[derive(Clone, FromRef)]
 pub struct OpsState {
     pub jobs: JobService,
     pub metrics: PrometheusHandle,
+    pub min_free_disk: MinFreeDisk,
 }

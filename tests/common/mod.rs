@@ -30,8 +30,24 @@ impl Server {
         server
     }
 
+    /// Starts a server with a fresh data directory, not waiting for it to be ready.
+    pub fn start_unready(env: &[(&str, &str)]) -> Server {
+        let data = tempfile::tempdir().expect("temp dir");
+        let dir = data.path().to_path_buf();
+        let mut server = Server::launch(&dir, env);
+        server._data = Some(data);
+        server
+    }
+
     /// Starts a server on an existing data directory (to test restarts).
     pub fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let server = Server::launch(data_dir, env);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts the process and waits for its address.
+    fn launch(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_easel"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
@@ -62,9 +78,7 @@ impl Server {
             }
         });
         let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server did not start within 60 s");
-        let server = Server { child, base, data_dir: data_dir.to_path_buf(), _data: None };
-        server.wait_ready();
-        server
+        Server { child, base, data_dir: data_dir.to_path_buf(), _data: None }
     }
 
     fn wait_ready(&self) {

@@ -34,6 +34,7 @@ pub fn headline(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "That picture no longer exists",
         ErrorKind::Forbidden => "That is not yours to change",
         ErrorKind::IdempotencyMismatch => "That request was already sent with other settings",
+        ErrorKind::Expired => "That picture was cleaned up",
         ErrorKind::NotReady => "The model is still warming up",
         ErrorKind::Network => "Lost contact with the server",
         ErrorKind::Internal => "The server hit an unexpected error",
@@ -68,6 +69,7 @@ pub fn explanation(error: &ApiError) -> String {
         ErrorKind::NotFound => "It may have been cleaned up. Generate it again with the same settings.".into(),
         ErrorKind::Forbidden => "Only the browser that asked for this picture can cancel it.".into(),
         ErrorKind::IdempotencyMismatch => "Send it with a new Idempotency-Key, or with the settings it was first sent with.".into(),
+        ErrorKind::Expired => "Pictures are kept for a while, then deleted. Generate it again with the same settings.".into(),
         ErrorKind::NotReady => match wait {
             Some(s) => format!("Try again in about {s} s."),
             None => "Try again in a few seconds.".into(),
