@@ -645,3 +645,54 @@ fn readiness_fails_when_the_data_disk_is_nearly_full() {
     assert_eq!(body["kind"], "not_ready");
     assert!(body["message"].as_str().unwrap().contains("disk"), "{body}");
 }
+
+fn addr_of(server: &Server) -> std::net::SocketAddr {
+    server.base.trim_start_matches("http://").parse().unwrap()
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[("EASEL_HEADER_READ_TIMEOUT_SECS", "1")]);
+    let mut slow = std::net::TcpStream::connect(addr_of(&server)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    // Closed (0 bytes, or a reset), not left hanging until our own 5 s timeout.
+    let closed = match slow.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).contains("408"),
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    };
+    assert!(closed && started.elapsed() < Duration::from_secs(4), "the half-sent request was kept for {:?}", started.elapsed());
+    assert_eq!(client().get(server.url("/healthz")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_until_one_closes() {
+    let server = Server::start(&[("EASEL_MAX_CONNECTIONS", "2")]);
+    let idle: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(addr_of(&server)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let quick = reqwest::blocking::Client::builder().timeout(Duration::from_millis(800)).build().unwrap();
+    assert!(quick.get(server.url("/healthz")).send().is_err(), "a third connection was served while two were open");
+    drop(idle);
+    let r = client().get(server.url("/healthz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn a_stop_does_not_wait_for_a_request_that_never_ends() {
+    use std::io::Write;
+    let server = Server::start(&[("EASEL_SHUTDOWN_DEADLINE_SECS", "1")]);
+    let mut stuck = std::net::TcpStream::connect(addr_of(&server)).unwrap();
+    // Announces a body it never sends in full: the handler waits on it.
+    stuck
+        .write_all(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"prompt\":")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert!(server.terminate(), "the server did not exit cleanly");
+    assert!(started.elapsed() < Duration::from_secs(10), "the stop waited {:?} for a request that never ends", started.elapsed());
+    drop(stuck);
+}

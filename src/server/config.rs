@@ -63,6 +63,12 @@ pub struct Config {
     pub api_keys: Vec<String>,
     /// Readiness fails when the data disk has less free space than this.
     pub min_free_disk_mb: u64,
+    /// A client that has not sent a request's headers within this time is disconnected.
+    pub header_read_timeout_secs: u64,
+    /// Open connections at most (event streams included).
+    pub max_connections: usize,
+    /// On SIGTERM, connections still open after this long are dropped.
+    pub shutdown_deadline_secs: u64,
 }
 
 /// What this process does.
@@ -108,6 +114,9 @@ impl Default for Config {
             ipv6_prefix: 64,
             api_keys: Vec::new(),
             min_free_disk_mb: 256,
+            header_read_timeout_secs: 10,
+            max_connections: 10_000,
+            shutdown_deadline_secs: 30,
         }
     }
 }
@@ -201,6 +210,15 @@ struct Flags {
     #[arg(long, env = "EASEL_MIN_FREE_DISK_MB", help = "Not ready when the data disk has less free space [default: 256]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     min_free_disk_mb: Option<u64>,
+    #[arg(long, env = "EASEL_HEADER_READ_TIMEOUT_SECS", help = "Disconnect a client that has not sent its request headers within this time [default: 10]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header_read_timeout_secs: Option<u64>,
+    #[arg(long, env = "EASEL_MAX_CONNECTIONS", help = "Open connections at most [default: 10000]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+    #[arg(long, env = "EASEL_SHUTDOWN_DEADLINE_SECS", help = "On SIGTERM, drop connections still open after this long [default: 30]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shutdown_deadline_secs: Option<u64>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a range (`10.0.0.0/8`).
@@ -293,6 +311,8 @@ impl Config {
         anyhow::ensure!(config.max_active_per_client > 0, "max_active_per_client must be at least 1");
         anyhow::ensure!(config.heartbeat_secs > 0, "heartbeat_secs must be at least 1");
         anyhow::ensure!((1..=128).contains(&config.ipv6_prefix), "ipv6_prefix must be between 1 and 128");
+        anyhow::ensure!(config.header_read_timeout_secs > 0, "header_read_timeout_secs must be at least 1");
+        anyhow::ensure!(config.max_connections > 0, "max_connections must be at least 1");
         config.store_kind()?;
         Ok(config)
     }

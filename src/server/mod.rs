@@ -7,13 +7,13 @@ mod client;
 pub mod config;
 mod error;
 mod handlers;
+mod listen;
 mod openai;
 mod rate_limit;
 mod router;
 mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -86,7 +86,7 @@ pub async fn run(
     // Tests and scripts read this line to find an ephemeral port.
     tracing::info!(store = store_name(&config), worker = config.worker, "starting");
     tracing::info!("easel listening on http://{addr}");
-    serve(listener, app, &service, shutdown).await?;
+    serve(listener, app, &service, &config, shutdown).await?;
     if let Some(worker) = worker {
         stop_worker(worker, &config).await?;
     }
@@ -111,7 +111,7 @@ pub async fn run_worker(
     let addr = listener.local_addr()?;
     tracing::info!(store = store_name(&config), "starting a worker");
     tracing::info!("easel worker listening on http://{addr}");
-    serve(listener, app, &service, shutdown).await?;
+    serve(listener, app, &service, &config, shutdown).await?;
     stop_worker(worker, &config).await?;
     tracing::info!("stopped");
     Ok(())
@@ -179,17 +179,22 @@ async fn serve(
     listener: TcpListener,
     app: axum::Router,
     service: &JobService,
+    config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let stopping = service.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: refusing new jobs");
-            stopping.stop_accepting();
-        })
-        .await
-        .context("serving")
+    let limits = listen::ConnectionLimits {
+        header_read: Duration::from_secs(config.header_read_timeout_secs),
+        max_connections: config.max_connections,
+        shutdown_deadline: Duration::from_secs(config.shutdown_deadline_secs),
+    };
+    listen::serve(listener, app, limits, async move {
+        shutdown.await;
+        tracing::info!("shutting down: refusing new jobs");
+        stopping.stop_accepting();
+    })
+    .await
+    .context("serving")
 }
 
 /// The store for logs, without a Redis password.
