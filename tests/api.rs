@@ -170,7 +170,8 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 /// Distinct clients come through a trusted proxy on 127.0.0.1 with their own X-Forwarded-For.
 #[test]
 fn one_active_job_per_client_and_a_bounded_queue() {
-    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1"), ("EASEL_MAX_QUEUED", "1")]);
+    // Scripts without a cookie are one visitor per request: the address's ceiling is what binds.
+    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1"), ("EASEL_MAX_QUEUED", "1"), ("EASEL_MAX_ACTIVE_PER_CLIENT", "1")]);
     let long = json!({"prompt": "slow", "width": 256, "height": 256, "steps": 50});
     let (code, a_body) = submit_as(&server, long.clone(), Some("198.51.100.1"));
     assert_eq!(code, 202);
@@ -329,7 +330,7 @@ fn server_functions_answer_with_the_same_types_and_kinds() {
 
 #[test]
 fn history_follows_the_visitor_cookie() {
-    let server = Server::start(&[("EASEL_MAX_ACTIVE_PER_CLIENT", "4")]);
+    let server = Server::start(&[("EASEL_MAX_ACTIVE_PER_CLIENT", "4"), ("EASEL_MAX_ACTIVE_PER_VISITOR", "4")]);
     let browser = reqwest::blocking::Client::builder().cookie_store(true).build().unwrap();
     // The first page view sets the cookie.
     let page = browser.get(server.url("/")).send().unwrap();
@@ -390,7 +391,11 @@ fn junk_methods_do_not_make_new_metric_series() {
 
 #[test]
 fn ipv6_clients_are_counted_by_their_64() {
-    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1/32"), ("EASEL_SUBMITS_PER_MINUTE", "3")]);
+    let server = Server::start(&[
+        ("EASEL_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("EASEL_SUBMITS_PER_MINUTE", "3"),
+        ("EASEL_MAX_ACTIVE_PER_CLIENT", "1"),
+    ]);
     // Busy: one active job per client, and two addresses of one /64 are one client.
     let slow = json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40});
     let (code, body) = submit_as(&server, slow.clone(), Some("2001:db8:1:2::1"));
@@ -695,4 +700,33 @@ fn a_stop_does_not_wait_for_a_request_that_never_ends() {
     assert!(server.terminate(), "the server did not exit cleanly");
     assert!(started.elapsed() < Duration::from_secs(10), "the stop waited {:?} for a request that never ends", started.elapsed());
     drop(stuck);
+}
+
+#[test]
+fn visitors_behind_one_address_each_get_a_job_up_to_its_ceiling() {
+    let server = Server::start(&[("EASEL_MAX_ACTIVE_PER_CLIENT", "2"), ("EASEL_MAX_ACTIVE_PER_VISITOR", "1")]);
+    let slow = json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40});
+    // Three browsers on one address (all of them 127.0.0.1), each with its own cookie.
+    let browsers: Vec<_> = (0..3)
+        .map(|_| {
+            let b = reqwest::blocking::Client::builder().cookie_store(true).build().unwrap();
+            b.get(server.url("/")).send().unwrap();
+            b
+        })
+        .collect();
+    let submit_from = |b: &reqwest::blocking::Client| {
+        let r = b.post(server.url("/api/generate")).json(&slow).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let (code, first) = submit_from(&browsers[0]);
+    assert_eq!(code, 202, "{first}");
+    let (code, again) = submit_from(&browsers[0]);
+    assert_eq!((code, again["kind"].as_str()), (429, Some("busy")), "one active job per visitor: {again}");
+    let (code, second) = submit_from(&browsers[1]);
+    assert_eq!(code, 202, "another visitor behind the same address: {second}");
+    let (code, third) = submit_from(&browsers[2]);
+    assert_eq!((code, third["kind"].as_str()), (429, Some("busy")), "the address's ceiling of 2: {third}");
+    for submitted in [&first, &second] {
+        cancel(&server, submitted);
+    }
 }

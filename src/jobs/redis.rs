@@ -29,7 +29,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::store::{Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery, Sharing};
+use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery, Sharing};
 use super::{Job, Outcome, Status, MAX_ATTEMPTS};
 use crate::api::{ErrorKind, JobFailure};
 
@@ -95,6 +95,8 @@ local function terminate(id, client, status, now, retention)
   local key = jkey(id)
   redis.call('HSET', key, 'status', status, 'finished', now)
   redis.call('SREM', p .. 'active:' .. client, id)
+  local visitor = redis.call('HGET', key, 'visitor')
+  if visitor then redis.call('SREM', p .. 'vactive:' .. visitor, id) end
   redis.call('DEL', p .. 'preview:' .. id)
   count(status, 1)
   if tonumber(retention) > 0 then
@@ -122,7 +124,7 @@ fn script(body: &str) -> Script {
 
 /// ARGV: prefix, id, model, client, visitor ('' for none), params, steps, created, max_queued,
 /// max_active, retention, cancel token ('' for none), idempotency key ('' for none), its body,
-/// its time to live in ms.
+/// its time to live in ms, max active per visitor.
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -137,6 +139,8 @@ if idem then
 end
 local active = p .. 'active:' .. client
 if redis.call('SCARD', active) >= tonumber(ARGV[10]) then return 'busy' end
+local vactive = visitor ~= '' and (p .. 'vactive:' .. visitor) or nil
+if vactive and redis.call('SCARD', vactive) >= tonumber(ARGV[16]) then return 'busy' end
 if tonumber(redis.call('HGET', p .. 'counts', 'queued') or '0') >= tonumber(ARGV[9]) then return 'full' end
 local seq = redis.call('INCR', p .. 'seq')
 -- The round after the client's previous job, but not one already served.
@@ -156,6 +160,7 @@ if visitor ~= '' then
   if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', v, ARGV[11]) end
 end
 redis.call('SADD', active, id)
+if vactive then redis.call('SADD', vactive, id) end
 redis.call('SADD', p .. 'models', model)
 redis.call('ZADD', qkey(model, 'jobs'), round, member(seq, id))
 redis.call('XADD', qkey(model, 'tickets'), '*', 'job', id)
@@ -564,13 +569,7 @@ fn job_from(fields: HashMap<String, String>) -> anyhow::Result<Option<Job>> {
 
 #[async_trait]
 impl JobStore for RedisStore {
-    async fn enqueue_with(
-        &self,
-        job: &Job,
-        max_queued: u32,
-        max_active_per_client: u32,
-        idempotency: Option<&Idempotency>,
-    ) -> anyhow::Result<Enqueued> {
+    async fn enqueue_with(&self, job: &Job, limits: &EnqueueLimits, idempotency: Option<&Idempotency>) -> anyhow::Result<Enqueued> {
         let answer: String = ENQUEUE
             .arg(PREFIX)
             .arg(job.id.to_string())
@@ -580,13 +579,14 @@ impl JobStore for RedisStore {
             .arg(serde_json::to_string(&job.params)?)
             .arg(job.params.steps)
             .arg(job.created_at_ms)
-            .arg(max_queued)
-            .arg(max_active_per_client)
+            .arg(limits.max_queued)
+            .arg(limits.per_client)
             .arg(self.retention_secs())
             .arg(job.cancel_token.as_deref().unwrap_or(""))
             .arg(idempotency.map_or("", |i| i.key.as_str()))
             .arg(idempotency.map_or("", |i| i.body.as_str()))
             .arg(idempotency.map_or(1, |i| i.ttl_ms.max(1)))
+            .arg(limits.per_visitor)
             .invoke_async(&mut self.conn())
             .await
             .context("enqueueing a job")?;

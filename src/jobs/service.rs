@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch, Notify};
 use uuid::Uuid;
 
-use super::store::{Enqueued, Idempotency, JobCounts, JobStore};
+use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore};
 use super::{Job, Status};
 use crate::api::{resolve_params, ApiError, ErrorKind, GenerateParams, JobView, ModelSummary};
 
@@ -25,8 +25,11 @@ pub struct Client {
 pub struct QueueLimits {
     /// Waiting jobs at most; beyond, submits get `queue_full`.
     pub max_queued: u32,
-    /// Queued or processing jobs per client at most; beyond, submits get `busy`.
+    /// Queued or processing jobs per client address at most (a ceiling for everyone behind
+    /// one NAT); beyond, submits get `busy`.
     pub max_active_per_client: u32,
+    /// Queued or processing jobs per visitor (browser) at most, under that ceiling.
+    pub max_active_per_visitor: u32,
     /// How many recent jobs a visitor's history shows.
     pub history_len: u32,
 }
@@ -157,7 +160,15 @@ impl JobService {
         let outcome = self
             .inner
             .store
-            .enqueue_with(&job, limits.max_queued, limits.max_active_per_client, idempotency.as_ref())
+            .enqueue_with(
+                &job,
+                &EnqueueLimits {
+                    max_queued: limits.max_queued,
+                    per_client: limits.max_active_per_client,
+                    per_visitor: limits.max_active_per_visitor,
+                },
+                idempotency.as_ref(),
+            )
             .await
             .map_err(|e| internal("enqueue failed", e))?;
         match outcome {

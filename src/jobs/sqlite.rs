@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
-use super::store::{Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery};
+use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery};
 use super::{Job, Outcome, Status};
 use crate::api::{ErrorKind, JobFailure};
 
@@ -130,18 +130,25 @@ impl SqliteStore {
         &self,
         conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
         job: &Job,
-        max_queued: u32,
-        max_active_per_client: u32,
+        limits: &EnqueueLimits,
         idempotency: Option<&Idempotency>,
     ) -> anyhow::Result<Enqueued> {
         let active = self
             .count("SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'processing')", &job.client)
             .await?;
-        if active >= max_active_per_client {
+        if active >= limits.per_client {
             return Ok(Enqueued::Busy);
         }
+        if let Some(visitor) = &job.visitor {
+            let mine = self
+                .count("SELECT COUNT(*) FROM jobs WHERE visitor = ? AND status IN ('queued', 'processing')", visitor)
+                .await?;
+            if mine >= limits.per_visitor {
+                return Ok(Enqueued::Busy);
+            }
+        }
         let queued = self.count("SELECT COUNT(*) FROM jobs WHERE status = ?", "queued").await?;
-        if queued >= max_queued {
+        if queued >= limits.max_queued {
             return Ok(Enqueued::QueueFull);
         }
         let mut tx = sqlx::Connection::begin(&mut **conn).await.context("enqueueing a job")?;
@@ -238,13 +245,7 @@ async fn read_if_exists(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
 
 #[async_trait]
 impl JobStore for SqliteStore {
-    async fn enqueue_with(
-        &self,
-        job: &Job,
-        max_queued: u32,
-        max_active_per_client: u32,
-        idempotency: Option<&Idempotency>,
-    ) -> anyhow::Result<Enqueued> {
+    async fn enqueue_with(&self, job: &Job, limits: &EnqueueLimits, idempotency: Option<&Idempotency>) -> anyhow::Result<Enqueued> {
         let _guard = self.enqueue_lock.lock().await;
         if let Some(idempotency) = idempotency {
             if let Some(earlier) = self.idempotent_answer(&job.client, idempotency).await? {
@@ -254,7 +255,7 @@ impl JobStore for SqliteStore {
         // An accepted job must survive a power loss: this commit waits for the disk.
         let mut conn = self.pool.acquire().await.context("enqueueing a job")?;
         sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
-        let accepted = self.insert_job(&mut conn, job, max_queued, max_active_per_client, idempotency).await;
+        let accepted = self.insert_job(&mut conn, job, limits, idempotency).await;
         sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
         accepted
     }

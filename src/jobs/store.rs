@@ -28,6 +28,17 @@ pub enum Enqueued {
     Busy,
 }
 
+/// The checks an enqueue makes, atomically with the insert.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EnqueueLimits {
+    /// Waiting jobs at most (all clients).
+    pub max_queued: u32,
+    /// Active (queued or running) jobs per client address: a ceiling for everyone behind it.
+    pub per_client: u32,
+    /// Active jobs per visitor (browser cookie), under the client's ceiling.
+    pub per_visitor: u32,
+}
+
 /// An `Idempotency-Key` with the request it came with: per client, kept for `ttl_ms`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Idempotency {
@@ -75,17 +86,12 @@ pub struct Sharing {
 pub trait JobStore: Send + Sync + 'static {
     /// Adds a queued job unless the queue is full or the client has too many active jobs.
     async fn enqueue(&self, job: &Job, max_queued: u32, max_active_per_client: u32) -> anyhow::Result<Enqueued> {
-        self.enqueue_with(job, max_queued, max_active_per_client, None).await
+        let limits = EnqueueLimits { max_queued, per_client: max_active_per_client, per_visitor: max_active_per_client };
+        self.enqueue_with(job, &limits, None).await
     }
 
     /// `enqueue`, but first: a key the client used before answers its job (or a mismatch).
-    async fn enqueue_with(
-        &self,
-        job: &Job,
-        max_queued: u32,
-        max_active_per_client: u32,
-        idempotency: Option<&Idempotency>,
-    ) -> anyhow::Result<Enqueued>;
+    async fn enqueue_with(&self, job: &Job, limits: &EnqueueLimits, idempotency: Option<&Idempotency>) -> anyhow::Result<Enqueued>;
     async fn get(&self, id: Uuid) -> anyhow::Result<Option<Job>>;
     async fn queue_ahead(&self, job: &Job) -> anyhow::Result<QueueAhead>;
     /// Takes the next queued job for one of `models` (round-robin across clients) and marks it
@@ -280,36 +286,60 @@ pub(crate) mod contract {
 
         fair_share(store).await;
         idempotency(store).await;
+        visitors_behind_one_address(store).await;
+    }
+
+    fn limits(max_queued: u32, per_client: u32) -> EnqueueLimits {
+        EnqueueLimits { max_queued, per_client, per_visitor: per_client }
+    }
+
+    /// Behind one address (a NAT), each visitor has its own active job, up to the address's ceiling.
+    async fn visitors_behind_one_address(store: &dyn JobStore) {
+        let nat = EnqueueLimits { max_queued: 20, per_client: 3, per_visitor: 1 };
+        let as_visitor = |v: &str| Job { visitor: Some(v.into()), ..job("nat", 2) };
+        let a = as_visitor("va");
+        assert_eq!(store.enqueue_with(&a, &nat, None).await.unwrap(), Enqueued::Accepted);
+        assert_eq!(store.enqueue_with(&as_visitor("va"), &nat, None).await.unwrap(), Enqueued::Busy, "one active job per visitor");
+        let (b, c) = (as_visitor("vb"), as_visitor("vc"));
+        assert_eq!(store.enqueue_with(&b, &nat, None).await.unwrap(), Enqueued::Accepted);
+        assert_eq!(store.enqueue_with(&c, &nat, None).await.unwrap(), Enqueued::Accepted);
+        assert_eq!(store.enqueue_with(&as_visitor("vd"), &nat, None).await.unwrap(), Enqueued::Busy, "the address's ceiling");
+        store.request_cancel(a.id, 31_000).await.unwrap();
+        let again = as_visitor("va");
+        assert_eq!(store.enqueue_with(&again, &nat, None).await.unwrap(), Enqueued::Accepted, "a visitor's slot frees when its job ends");
+        for j in [&again, &b, &c] {
+            store.request_cancel(j.id, 31_100).await.unwrap();
+        }
     }
 
     /// A client's key names its first job; another body is a mismatch; keys are per client and expire.
     async fn idempotency(store: &dyn JobStore) {
         let key = |body: &str, ttl_ms| Idempotency { key: "k-1".into(), body: body.into(), ttl_ms };
         let first = job("p", 2);
-        assert_eq!(store.enqueue_with(&first, 20, 5, Some(&key("A", 60_000))).await.unwrap(), Enqueued::Accepted);
+        assert_eq!(store.enqueue_with(&first, &limits(20, 5), Some(&key("A", 60_000))).await.unwrap(), Enqueued::Accepted);
         let again = job("p", 2);
-        assert_eq!(store.enqueue_with(&again, 20, 5, Some(&key("A", 60_000))).await.unwrap(), Enqueued::Existing(first.id));
+        assert_eq!(store.enqueue_with(&again, &limits(20, 5), Some(&key("A", 60_000))).await.unwrap(), Enqueued::Existing(first.id));
         assert!(store.get(again.id).await.unwrap().is_none(), "a replay stores nothing");
-        assert_eq!(store.enqueue_with(&job("p", 2), 20, 5, Some(&key("B", 60_000))).await.unwrap(), Enqueued::IdempotencyMismatch);
+        assert_eq!(store.enqueue_with(&job("p", 2), &limits(20, 5), Some(&key("B", 60_000))).await.unwrap(), Enqueued::IdempotencyMismatch);
         // Another client's key of the same name is its own.
         let other = job("q", 2);
-        assert_eq!(store.enqueue_with(&other, 20, 5, Some(&key("B", 60_000))).await.unwrap(), Enqueued::Accepted);
+        assert_eq!(store.enqueue_with(&other, &limits(20, 5), Some(&key("B", 60_000))).await.unwrap(), Enqueued::Accepted);
         // A refused request keeps no key: the same key works once the client may submit.
-        assert_eq!(store.enqueue_with(&job("q", 2), 20, 1, Some(&Idempotency { key: "k-2".into(), ..key("C", 60_000) })).await.unwrap(), Enqueued::Busy);
+        assert_eq!(store.enqueue_with(&job("q", 2), &limits(20, 1), Some(&Idempotency { key: "k-2".into(), ..key("C", 60_000) })).await.unwrap(), Enqueued::Busy);
         for j in [&first, &other] {
             store.request_cancel(j.id, 30_000).await.unwrap();
         }
         let later = job("q", 2);
-        assert_eq!(store.enqueue_with(&later, 20, 1, Some(&Idempotency { key: "k-2".into(), ..key("C", 60_000) })).await.unwrap(), Enqueued::Accepted);
+        assert_eq!(store.enqueue_with(&later, &limits(20, 1), Some(&Idempotency { key: "k-2".into(), ..key("C", 60_000) })).await.unwrap(), Enqueued::Accepted);
         store.request_cancel(later.id, 30_100).await.unwrap();
         // An expired key names nothing.
         let short = Idempotency { key: "k-3".into(), ..key("D", 1) };
         let once = job("r", 2);
-        assert_eq!(store.enqueue_with(&once, 20, 5, Some(&short)).await.unwrap(), Enqueued::Accepted);
+        assert_eq!(store.enqueue_with(&once, &limits(20, 5), Some(&short)).await.unwrap(), Enqueued::Accepted);
         store.request_cancel(once.id, 30_200).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let twice = job("r", 2);
-        assert_eq!(store.enqueue_with(&twice, 20, 5, Some(&short)).await.unwrap(), Enqueued::Accepted);
+        assert_eq!(store.enqueue_with(&twice, &limits(20, 5), Some(&short)).await.unwrap(), Enqueued::Accepted);
         store.request_cancel(twice.id, 30_300).await.unwrap();
     }
 

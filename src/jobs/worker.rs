@@ -334,7 +334,7 @@ mod tests {
     async fn a_job_stuck_inside_one_step_is_failed_and_readiness_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let limits = QueueLimits { max_queued: 10, max_active_per_client: 10, history_len: 10 };
+        let limits = QueueLimits { max_queued: 10, max_active_per_client: 10, max_active_per_visitor: 10, history_len: 10 };
         let service = JobService::new(Arc::new(store), limits, vec![model()], "tiny".into());
         let handle = Worker::spawn(service.clone(), Box::new(Hangs(4)), "tiny".into(), Duration::from_secs(1), Handle::current()).unwrap();
         let client = Client { ip: "127.0.0.1".parse().unwrap(), visitor: None };
@@ -366,7 +366,7 @@ mod tests {
     async fn a_panic_fails_that_job_and_the_worker_carries_on() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let limits = QueueLimits { max_queued: 10, max_active_per_client: 10, history_len: 10 };
+        let limits = QueueLimits { max_queued: 10, max_active_per_client: 10, max_active_per_visitor: 10, history_len: 10 };
         let broken = ModelSummary { name: "broken".into(), ..model() };
         let service = JobService::new(Arc::new(store), limits, vec![model(), broken], "tiny".into());
         let handle = Worker::spawn(service.clone(), Box::new(Flaky), "tiny".into(), Duration::from_secs(10), Handle::current()).unwrap();

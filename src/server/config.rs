@@ -26,8 +26,11 @@ pub struct Config {
     pub device: String,
     /// Waiting jobs at most; beyond, submits answer 503 queue_full.
     pub max_queued: u32,
-    /// Active jobs per client at most; beyond, submits answer 429 busy.
+    /// Active jobs per client address at most: a ceiling for everyone behind one NAT; beyond,
+    /// submits answer 429 busy.
     pub max_active_per_client: u32,
+    /// Active jobs per visitor (browser cookie) at most, under the address's ceiling.
+    pub max_active_per_visitor: u32,
     /// A job running longer than this fails with `timeout`.
     pub job_timeout_secs: u64,
     /// Submits per minute per client IP (JSON API and server function together).
@@ -96,7 +99,8 @@ impl Default for Config {
             models: Vec::new(),
             device: "cpu".into(),
             max_queued: 32,
-            max_active_per_client: 1,
+            max_active_per_client: 4,
+            max_active_per_visitor: 1,
             job_timeout_secs: 300,
             submits_per_minute: 8,
             reads_per_second: 20,
@@ -152,9 +156,12 @@ struct Flags {
     #[arg(long, env = "EASEL_MAX_QUEUED", help = "Waiting jobs at most [default: 32]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_queued: Option<u32>,
-    #[arg(long, env = "EASEL_MAX_ACTIVE_PER_CLIENT", help = "Active jobs per client IP [default: 1]")]
+    #[arg(long, env = "EASEL_MAX_ACTIVE_PER_CLIENT", help = "Active jobs per client IP, for all its visitors together [default: 4]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_active_per_client: Option<u32>,
+    #[arg(long, env = "EASEL_MAX_ACTIVE_PER_VISITOR", help = "Active jobs per visitor (browser) [default: 1]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_active_per_visitor: Option<u32>,
     #[arg(long, env = "EASEL_JOB_TIMEOUT_SECS", help = "Per-job time limit [default: 300]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     job_timeout_secs: Option<u64>,
@@ -309,6 +316,7 @@ impl Config {
         anyhow::ensure!(config.submits_per_minute > 0, "submits_per_minute must be at least 1");
         anyhow::ensure!(config.reads_per_second > 0, "reads_per_second must be at least 1");
         anyhow::ensure!(config.max_active_per_client > 0, "max_active_per_client must be at least 1");
+        anyhow::ensure!(config.max_active_per_visitor > 0, "max_active_per_visitor must be at least 1");
         anyhow::ensure!(config.heartbeat_secs > 0, "heartbeat_secs must be at least 1");
         anyhow::ensure!((1..=128).contains(&config.ipv6_prefix), "ipv6_prefix must be between 1 and 128");
         anyhow::ensure!(config.header_read_timeout_secs > 0, "header_read_timeout_secs must be at least 1");

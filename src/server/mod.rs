@@ -152,6 +152,7 @@ async fn open_jobs(config: &Config, models: Vec<ModelSummary>) -> anyhow::Result
         QueueLimits {
             max_queued: config.max_queued,
             max_active_per_client: config.max_active_per_client,
+            max_active_per_visitor: config.max_active_per_visitor,
             history_len: config.history_len,
         },
         models,
