@@ -730,3 +730,50 @@ fn visitors_behind_one_address_each_get_a_job_up_to_its_ceiling() {
         cancel(&server, submitted);
     }
 }
+
+/// Opens the job's event stream and reads until its first event; the stream stays open.
+fn open_stream(server: &Server, id: &str, forwarded_for: Option<&str>) -> reqwest::blocking::Response {
+    let mut req = client().get(server.url(&format!("/api/jobs/{id}/events")));
+    if let Some(ip) = forwarded_for {
+        req = req.header("x-forwarded-for", ip);
+    }
+    req.send().unwrap()
+}
+
+#[test]
+fn event_streams_are_capped_per_client_and_share_one_watcher_per_job() {
+    let server = Server::start(&[("EASEL_TRUSTED_PROXIES", "127.0.0.1"), ("EASEL_SSE_PER_CLIENT", "3")]);
+    let (_, body) = submit_as(&server, json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40}), Some("198.51.100.9"));
+    let id = job_id(&body);
+    let mine: Vec<_> = (0..3).map(|_| open_stream(&server, &id, Some("198.51.100.1"))).collect();
+    assert!(mine.iter().all(|r| r.status() == 200));
+    let refused = open_stream(&server, &id, Some("198.51.100.1"));
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().get("retry-after").is_some());
+    assert_eq!(refused.json::<Value>().unwrap()["kind"], "rate_limited");
+    let theirs: Vec<_> = (0..2).map(|_| open_stream(&server, &id, Some("198.51.100.2"))).collect();
+    assert!(theirs.iter().all(|r| r.status() == 200), "another client has its own streams");
+    // Five streams of one job, one watcher reading the store for all of them.
+    let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    assert_eq!(metric(&metrics, "easel_event_streams"), Some(5.0), "{metrics}");
+    assert_eq!(metric(&metrics, "easel_job_watchers"), Some(1.0), "{metrics}");
+    // A closed stream frees its place.
+    drop(mine);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(open_stream(&server, &id, Some("198.51.100.1")).status(), 200);
+    cancel(&server, &body);
+}
+
+#[test]
+fn an_event_stream_ends_after_its_lifetime() {
+    let server = Server::start(&[("EASEL_SSE_LIFETIME_SECS", "1")]);
+    let (_, body) = submit(&server, json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40}));
+    let started = Instant::now();
+    let stream = open_stream(&server, &job_id(&body), None);
+    assert_eq!(stream.status(), 200);
+    let text = stream.text().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "the stream lasted {:?}", started.elapsed());
+    assert!(text.contains("event:"), "{text}");
+    assert_ne!(status(&server, &job_id(&body))["status"], "completed", "the job ended before the stream's lifetime did");
+    cancel(&server, &body);
+}

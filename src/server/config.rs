@@ -72,6 +72,12 @@ pub struct Config {
     pub max_connections: usize,
     /// On SIGTERM, connections still open after this long are dropped.
     pub shutdown_deadline_secs: u64,
+    /// Open event streams per client at most ...
+    pub sse_per_client: usize,
+    /// ... and in all.
+    pub sse_total: usize,
+    /// An event stream ends after this long (the page reconnects or polls).
+    pub sse_lifetime_secs: u64,
 }
 
 /// What this process does.
@@ -121,6 +127,9 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             max_connections: 10_000,
             shutdown_deadline_secs: 30,
+            sse_per_client: 16,
+            sse_total: 10_000,
+            sse_lifetime_secs: 3600,
         }
     }
 }
@@ -226,6 +235,15 @@ struct Flags {
     #[arg(long, env = "EASEL_SHUTDOWN_DEADLINE_SECS", help = "On SIGTERM, drop connections still open after this long [default: 30]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_deadline_secs: Option<u64>,
+    #[arg(long, env = "EASEL_SSE_PER_CLIENT", help = "Open event streams per client IP [default: 16]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sse_per_client: Option<usize>,
+    #[arg(long, env = "EASEL_SSE_TOTAL", help = "Open event streams in all [default: 10000]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sse_total: Option<usize>,
+    #[arg(long, env = "EASEL_SSE_LIFETIME_SECS", help = "An event stream ends after this long [default: 3600]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sse_lifetime_secs: Option<u64>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a range (`10.0.0.0/8`).

@@ -2,7 +2,6 @@
 //! handler reads the request, calls the job service and shapes the answer.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
@@ -12,11 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiJson;
 use super::state::{AppState, MinFreeDisk};
-use crate::api::{ApiError, GenerateParams, JobState, JobView, ModelSummary};
+use crate::api::{ApiError, GenerateParams, JobView, ModelSummary};
 use crate::jobs::{Client, JobService};
 
 /// `POST /api/generate`; an `Idempotency-Key` header makes a retry answer the same job.
@@ -87,61 +85,11 @@ pub async fn preview(State(state): State<AppState>, Path(id): Path<String>) -> R
 /// Event names: queued, progress, completed, failed, cancelled; data: the job as JSON.
 pub async fn events(
     State(state): State<AppState>,
+    Extension(client): Extension<Client>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let first = state.jobs.status(&id).await?;
-    Ok(Sse::new(job_events(state.jobs.clone(), first)).keep_alive(KeepAlive::default()))
-}
-
-fn job_events(jobs: JobService, first: JobView) -> impl Stream<Item = Result<Event, Infallible>> {
-    async_stream::stream! {
-        let mut changes = jobs.subscribe();
-        let mut shutdown = jobs.shutdown_signal();
-        let id = first.job_id.clone();
-        // Every change reaches this process (a shared store announces other processes' too), so
-        // the timer is only a safety net, e.g. for announcements lost while Redis reconnected.
-        // It outlives each wait, so other jobs' notifications cannot keep postponing it.
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last: Option<JobView> = None;
-        let mut view = first;
-        let mut last_read = tokio::time::Instant::now();
-        loop {
-            if last.as_ref() != Some(&view) {
-                if let Ok(event) = Event::default().event(view.state.event_name()).json_data(&view) {
-                    yield Ok(event);
-                }
-                if view.state.is_terminal() {
-                    break;
-                }
-                last = Some(view.clone());
-            }
-            // A stream that starts after shutdown began would never see the change.
-            if *shutdown.borrow() {
-                break;
-            }
-            tokio::select! {
-                changed = changes.recv() => match changed {
-                    Ok(changed) if changed.to_string() == id => {}
-                    // A queued job's position moves when any job is claimed, ends or is cancelled:
-                    // re-read, but at most once a second, however busy the queue.
-                    Ok(_) | Err(RecvError::Lagged(_)) if matches!(view.state, JobState::Queued { .. }) => {
-                        tokio::time::sleep_until(last_read + Duration::from_secs(1)).await;
-                    }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => break,
-                },
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => break,
-            }
-            last_read = tokio::time::Instant::now();
-            match jobs.status(&id).await {
-                Ok(current) => view = current,
-                Err(_) => break,
-            }
-        }
-    }
+    let events = state.streams.open(&id, client.ip).await?;
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 pub async fn healthz() -> &'static str {

@@ -12,6 +12,7 @@ mod openai;
 mod rate_limit;
 mod router;
 mod state;
+mod streams;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -79,7 +80,15 @@ pub async fn run(
     // A waiting image may stand in line behind others and then run up to its time limit.
     let openai_wait = Duration::from_secs(config.job_timeout_secs * 2 + 60);
     let min_free_disk = MinFreeDisk(config.min_free_disk_mb * 1024 * 1024);
-    let state = AppState { leptos_options, jobs: service.clone(), metrics: metrics_handle(), openai_wait, min_free_disk };
+    let streams = streams::Streams::new(
+        service.clone(),
+        streams::StreamLimits {
+            per_client: config.sse_per_client,
+            total: config.sse_total,
+            lifetime: Duration::from_secs(config.sse_lifetime_secs),
+        },
+    );
+    let state = AppState { leptos_options, jobs: service.clone(), metrics: metrics_handle(), openai_wait, min_free_disk, streams };
     let app = router::app(state, &config, &limits);
 
     let addr = listener.local_addr()?;

@@ -15,6 +15,8 @@ pub struct AppState {
     pub openai_wait: std::time::Duration,
     /// Readiness fails below this many free bytes on the data disk.
     pub min_free_disk: MinFreeDisk,
+    /// Open event streams and the job watchers behind them.
+    pub streams: super::streams::Streams,
 }
 
 #[derive(Clone, Copy, Debug)]
