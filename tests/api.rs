@@ -777,3 +777,60 @@ fn an_event_stream_ends_after_its_lifetime() {
     assert_ne!(status(&server, &job_id(&body))["status"], "completed", "the job ended before the stream's lifetime did");
     cancel(&server, &body);
 }
+
+#[test]
+fn a_request_whose_body_never_arrives_gets_408() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[("EASEL_REQUEST_TIMEOUT_SECS", "1")]);
+    let mut slow = std::net::TcpStream::connect(addr_of(&server)).unwrap();
+    slow.write_all(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"prompt\":")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = slow.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(17).any(|w| w == b"request_timeout\"") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"kind\":\"request_timeout\""), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(4), "answered after {:?}", started.elapsed());
+}
+
+#[test]
+fn error_text_in_a_crafted_url_never_reaches_the_page() {
+    let server = Server::start(&[]);
+    // A genuine refused form post, to learn the URL shape the page reads its error from.
+    let no_redirects = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects
+        .post(server.url("/sfn/submit"))
+        .header("accept", "text/html")
+        .header("referer", server.url("/"))
+        .form(&[("params[prompt]", "   ")])
+        .send()
+        .unwrap();
+    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let pairs: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+    let genuine = pairs.iter().find(|(k, _)| k == "__err").map(|(_, v)| v.clone()).expect("an __err parameter");
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let decoded = String::from_utf8(b64.decode(&genuine).expect("base64 JSON")).unwrap();
+    assert!(decoded.contains("The prompt is empty"), "{decoded}");
+    // The same URL with words of an attacker's choosing.
+    let crafted_err = b64.encode(decoded.replace("The prompt is empty", "Your account is locked: call 555-0100"));
+    let mut crafted = location.clone();
+    crafted.query_pairs_mut().clear();
+    for (k, v) in &pairs {
+        crafted.query_pairs_mut().append_pair(k, if k == "__err" { &crafted_err } else { v });
+    }
+    let page = client().get(crafted.as_str()).header("accept", "text/html").send().unwrap().text().unwrap();
+    assert!(page.contains("data-error-kind=\"invalid_prompt\""), "the page did not show the error at all");
+    assert!(!page.contains("555-0100"), "attacker-chosen text was rendered");
+}

@@ -28,6 +28,8 @@ pub enum ErrorKind {
     IdempotencyMismatch,
     /// The job existed, and was deleted after the retention time.
     Expired,
+    /// The request (its body, say) took longer than the server waits.
+    RequestTimeout,
     NotReady,
     /// Only ever made in the browser: the server could not be reached.
     Network,
@@ -35,7 +37,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         Self::InvalidPrompt,
         Self::InvalidParams,
         Self::BadRequest,
@@ -51,6 +53,7 @@ impl ErrorKind {
         Self::Forbidden,
         Self::IdempotencyMismatch,
         Self::Expired,
+        Self::RequestTimeout,
         Self::NotReady,
         Self::Network,
         Self::Internal,
@@ -73,6 +76,7 @@ impl ErrorKind {
             Self::Forbidden => "forbidden",
             Self::IdempotencyMismatch => "idempotency_mismatch",
             Self::Expired => "expired",
+            Self::RequestTimeout => "request_timeout",
             Self::NotReady => "not_ready",
             Self::Network => "network",
             Self::Internal => "internal",
@@ -93,6 +97,7 @@ impl ErrorKind {
             Self::Forbidden => 403,
             Self::IdempotencyMismatch => 422,
             Self::Expired => 410,
+            Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
             Self::InvalidPrompt | Self::InvalidParams => 422,
             Self::RateLimited | Self::Busy => 429,
@@ -126,6 +131,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error read from a URL, which anyone can write and link to: only its kind and (a
+    /// bounded) wait are kept; the page says the rest in its own words.
+    pub fn from_untrusted_url(self) -> Self {
+        ApiError { kind: self.kind, message: String::new(), retry_after_secs: self.retry_after_secs.map(|s| s.min(3600)) }
+    }
+
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into(), retry_after_secs: None }
     }

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{list_models, recent_jobs, CancelJob, JobView, ModelsInfo, SubmitJob, REFUSED_FORM_PARAM};
+use crate::api::{list_models, recent_jobs, ApiError, CancelJob, JobView, ModelsInfo, SubmitJob, REFUSED_FORM_PARAM};
 use crate::app::components::errors::{explanation, headline};
 use crate::app::components::form::GenerateForm;
 use crate::app::components::history::History;
@@ -59,7 +59,7 @@ fn Generator(models: ModelsInfo, recent: Vec<JobView>) -> impl IntoView {
     let cancel = ServerAction::<CancelJob>::new();
     // A form post without JavaScript that failed comes back here with its error in the URL;
     // the action starts with that error as its value.
-    let url_error = submit.value().get_untracked().and_then(Result::err);
+    let url_error = submit.value().get_untracked().and_then(Result::err).map(ApiError::from_untrusted_url);
     let latest = recent.first().cloned();
     let refused_form = use_query_map().with_untracked(|q| q.get(REFUSED_FORM_PARAM));
     match (&url_error, refused_form, &latest) {

@@ -72,6 +72,9 @@ pub struct Config {
     pub max_connections: usize,
     /// On SIGTERM, connections still open after this long are dropped.
     pub shutdown_deadline_secs: u64,
+    /// A request (body included) must be answered within this time; event streams and `/v1/`
+    /// are exempt.
+    pub request_timeout_secs: u64,
     /// Open event streams per client at most ...
     pub sse_per_client: usize,
     /// ... and in all.
@@ -127,6 +130,7 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             max_connections: 10_000,
             shutdown_deadline_secs: 30,
+            request_timeout_secs: 30,
             sse_per_client: 16,
             sse_total: 10_000,
             sse_lifetime_secs: 3600,
@@ -235,6 +239,9 @@ struct Flags {
     #[arg(long, env = "EASEL_SHUTDOWN_DEADLINE_SECS", help = "On SIGTERM, drop connections still open after this long [default: 30]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_deadline_secs: Option<u64>,
+    #[arg(long, env = "EASEL_REQUEST_TIMEOUT_SECS", help = "Answer every request (body included) within this time; event streams and /v1 are exempt [default: 30]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_timeout_secs: Option<u64>,
     #[arg(long, env = "EASEL_SSE_PER_CLIENT", help = "Open event streams per client IP [default: 16]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     sse_per_client: Option<usize>,
@@ -339,6 +346,7 @@ impl Config {
         anyhow::ensure!((1..=128).contains(&config.ipv6_prefix), "ipv6_prefix must be between 1 and 128");
         anyhow::ensure!(config.header_read_timeout_secs > 0, "header_read_timeout_secs must be at least 1");
         anyhow::ensure!(config.max_connections > 0, "max_connections must be at least 1");
+        anyhow::ensure!(config.request_timeout_secs > 0, "request_timeout_secs must be at least 1");
         config.store_kind()?;
         Ok(config)
     }

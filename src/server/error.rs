@@ -1,6 +1,8 @@
 //! Errors into responses: one status per kind, a JSON body `{kind, message, retryAfterSecs}`,
 //! and `Retry-After` where waiting helps.
 
+use std::time::Duration;
+
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, LOCATION, REFERER, RETRY_AFTER};
@@ -133,5 +135,18 @@ const MAX_FORM_IN_URL: usize = 4 * 1024;
 fn keep_form(url: &mut Url, form: &[u8]) {
     if form.len() <= MAX_FORM_IN_URL {
         url.query_pairs_mut().append_pair(REFUSED_FORM_PARAM, &String::from_utf8_lossy(form));
+    }
+}
+
+/// Middleware: a request (its body included) must be answered within `limit`. Event streams
+/// and `/v1/` (which waits for its images) are long by design and exempt.
+pub async fn request_deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/v1/") || path.ends_with("/events") {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(ErrorKind::RequestTimeout, format!("The request took longer than {} s.", limit.as_secs())).into_response(),
     }
 }

@@ -35,6 +35,7 @@ pub fn headline(kind: ErrorKind) -> &'static str {
         ErrorKind::Forbidden => "That is not yours to change",
         ErrorKind::IdempotencyMismatch => "That request was already sent with other settings",
         ErrorKind::Expired => "That picture was cleaned up",
+        ErrorKind::RequestTimeout => "The request took too long to arrive",
         ErrorKind::NotReady => "The model is still warming up",
         ErrorKind::Network => "Lost contact with the server",
         ErrorKind::Internal => "The server hit an unexpected error",
@@ -46,6 +47,10 @@ pub fn headline(kind: ErrorKind) -> &'static str {
 pub fn explanation(error: &ApiError) -> String {
     let wait = error.retry_after_secs;
     match error.kind {
+        // Without the server's words (an error read back from a URL): the page's own.
+        ErrorKind::InvalidPrompt if error.message.is_empty() => "The prompt can't be painted as written. Edit it and try again.".into(),
+        ErrorKind::InvalidParams if error.message.is_empty() => "A setting is out of range. Adjust the advanced settings and try again.".into(),
+        ErrorKind::BadRequest if error.message.is_empty() => "Reload the page and try again.".into(),
         ErrorKind::InvalidPrompt => format!("{} Edit the prompt and try again.", error.message),
         ErrorKind::InvalidParams => format!("{} Adjust the advanced settings and try again.", error.message),
         ErrorKind::BadRequest => format!("{} Reload the page and try again.", error.message),
@@ -70,6 +75,7 @@ pub fn explanation(error: &ApiError) -> String {
         ErrorKind::Forbidden => "Only the browser that asked for this picture can cancel it.".into(),
         ErrorKind::IdempotencyMismatch => "Send it with a new Idempotency-Key, or with the settings it was first sent with.".into(),
         ErrorKind::Expired => "Pictures are kept for a while, then deleted. Generate it again with the same settings.".into(),
+        ErrorKind::RequestTimeout => "The connection may be slow. Please try again.".into(),
         ErrorKind::NotReady => match wait {
             Some(s) => format!("Try again in about {s} s."),
             None => "Try again in a few seconds.".into(),
