@@ -834,3 +834,42 @@ fn error_text_in_a_crafted_url_never_reaches_the_page() {
     assert!(page.contains("data-error-kind=\"invalid_prompt\""), "the page did not show the error at all");
     assert!(!page.contains("555-0100"), "attacker-chosen text was rendered");
 }
+
+#[test]
+fn the_openai_endpoint_needs_a_key_when_keys_are_set_and_none_otherwise() {
+    let body = json!({"prompt": "a fox", "size": "64x64", "steps": 2});
+    let locked = Server::start(&[("EASEL_API_KEYS", "k-1,")]);
+    for auth in [None, Some("Bearer "), Some("Bearer k-2"), Some("Basic k-1")] {
+        let mut req = client().post(locked.url("/v1/images/generations")).json(&body);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let r = req.send().unwrap();
+        assert_eq!(r.status(), 401, "{auth:?}");
+        assert!(r.headers().get("www-authenticate").is_some());
+        assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "invalid_api_key", "{auth:?}");
+    }
+    let r = client().post(locked.url("/v1/images/generations")).header("authorization", "Bearer k-1").json(&body).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let open = Server::start(&[]);
+    let r = client().post(open.url("/v1/images/generations")).json(&body).send().unwrap();
+    assert_eq!(r.status(), 200, "no keys set: open");
+    assert_eq!(r.json::<Value>().unwrap()["data"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_script_without_a_cookie_is_bounded_by_its_address_ceiling() {
+    let server = Server::start(&[]);
+    let slow = json!({"prompt": "slow", "width": 256, "height": 256, "steps": 40});
+    let mut accepted = Vec::new();
+    for _ in 0..4 {
+        let (code, body) = submit(&server, slow.clone());
+        assert_eq!(code, 202, "{body}");
+        accepted.push(body);
+    }
+    let (code, body) = submit(&server, slow);
+    assert_eq!((code, body["kind"].as_str()), (429, Some("busy")), "the default ceiling is 4 a client address: {body}");
+    for submitted in &accepted {
+        cancel(&server, submitted);
+    }
+}

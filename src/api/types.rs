@@ -109,6 +109,23 @@ impl ModelSummary {
     }
 }
 
+#[cfg(test)]
+impl ResolvedParams {
+    /// A small job for the tiny model, for store and worker tests.
+    pub(crate) fn tiny_for_tests(prompt: &str, steps: u32) -> Self {
+        ResolvedParams {
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            width: 64,
+            height: 64,
+            steps,
+            guidance: 7.5,
+            seed: 1,
+            model: "tiny".into(),
+        }
+    }
+}
+
 /// Where the time went, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

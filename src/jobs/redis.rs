@@ -961,16 +961,7 @@ mod tests {
     async fn redis_retention_expires_ended_jobs_and_remembers_their_ids() {
         let redis = TestRedis::start();
         let store = RedisStore::connect(RedisSettings { retention: Duration::from_secs(1), ..settings(&redis.url) }).await.unwrap();
-        let params = crate::api::ResolvedParams {
-            prompt: "old".into(),
-            negative_prompt: String::new(),
-            width: 64,
-            height: 64,
-            steps: 2,
-            guidance: 7.5,
-            seed: 1,
-            model: "tiny".into(),
-        };
+        let params = crate::api::ResolvedParams::tiny_for_tests("old", 2);
         let job = Job::new(params, "c".into(), Some("v".into()), 1);
         store.enqueue(&job, 5, 5).await.unwrap();
         store.claim_next(2, &["tiny".into()]).await.unwrap().unwrap();
@@ -996,16 +987,7 @@ mod tests {
         assert!(web.follow_changes(tx));
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        let params = crate::api::ResolvedParams {
-            prompt: "a fox".into(),
-            negative_prompt: String::new(),
-            width: 64,
-            height: 64,
-            steps: 4,
-            guidance: 7.5,
-            seed: 1,
-            model: "tiny".into(),
-        };
+        let params = crate::api::ResolvedParams::tiny_for_tests("a fox", 4);
         let job = Job::new(params, "c".into(), None, 1);
         web.enqueue(&job, 5, 5).await.unwrap();
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap(), job.id);

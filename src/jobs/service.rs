@@ -173,7 +173,8 @@ impl JobService {
             .map_err(|e| internal("enqueue failed", e))?;
         match outcome {
             Enqueued::Existing(id) => {
-                let earlier = found(self.inner.store.get(id).await, "job")?;
+                // Retention may have deleted the job before its key lapsed: 410 expired.
+                let earlier = self.job(&id.to_string()).await?;
                 let mut view = self.view(&earlier).await.map_err(|e| internal("reading a job", e))?;
                 view.cancel_token = earlier.cancel_token.clone();
                 Ok(view)
@@ -464,7 +465,14 @@ impl JobService {
         }
     }
 
-    /// The jobs this process's worker has been running for longer than `limit`.
+    /// The worker made progress on the job (a step, a model loaded): the watchdog's clock restarts.
+    pub(super) fn touch_running(&self, id: Uuid) {
+        if let Some((_, since)) = self.inner.running.lock().expect("running map").get_mut(&id) {
+            *since = Instant::now();
+        }
+    }
+
+    /// The jobs this process's worker has made no progress on for longer than `limit`.
     pub(super) fn overdue(&self, limit: Duration) -> Vec<Uuid> {
         let running = self.inner.running.lock().expect("running map");
         running.iter().filter(|(_, (_, since))| since.elapsed() > limit).map(|(id, _)| *id).collect()

@@ -445,6 +445,12 @@ impl JobStore for SqliteStore {
     }
 
     async fn put_image(&self, id: Uuid, png: Vec<u8>) -> anyhow::Result<()> {
+        // A job the watchdog already failed gets no image when its step finally returns.
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        anyhow::ensure!(status.as_deref() == Some("processing"), "job {id} is not running any more");
         write_atomically(&self.image_path(id), png, true).await
     }
 
@@ -548,16 +554,7 @@ mod tests {
     async fn retention_deletes_ended_jobs_and_remembers_their_ids() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let params = crate::api::ResolvedParams {
-            prompt: "old".into(),
-            negative_prompt: String::new(),
-            width: 64,
-            height: 64,
-            steps: 2,
-            guidance: 7.5,
-            seed: 1,
-            model: "tiny".into(),
-        };
+        let params = crate::api::ResolvedParams::tiny_for_tests("old", 2);
         let old = Job::new(params.clone(), "a".into(), None, 1_000);
         let recent = Job::new(params.clone(), "b".into(), None, 1_000);
         let waiting = Job::new(params, "c".into(), None, 1_000);

@@ -183,6 +183,7 @@ impl Worker {
         if let Err(failure) = prepare(self.painter.as_mut(), &job.params.model) {
             return Outcome::Failed(failure);
         }
+        self.service.touch_running(job.id);
         let (service, runtime, timeout) = (&self.service, &self.runtime, self.job_timeout);
         let store = service.store().clone();
         let mut timed_out = false;
@@ -190,6 +191,7 @@ impl Worker {
         let mut on_step = |step: u32, _total: u32, preview: Option<&RgbImage>| {
             let ms_per_step = service.record_step(last_step.elapsed());
             last_step = Instant::now();
+            service.touch_running(job.id);
             if let Err(e) = runtime.block_on(store.share_step_ms(ms_per_step)) {
                 tracing::warn!(error = format!("{e:#}"), "sharing the step time failed");
             }
@@ -237,8 +239,9 @@ impl Worker {
     }
 }
 
-/// Fails a job the worker has been inside for well past its time limit. The time limit is
-/// otherwise checked between steps, so one step that never ends (a hung driver, a deadlock)
+/// Fails a job the worker has made no progress on (no step, no model loaded) for well past its
+/// time limit. The time limit is otherwise checked between steps, so one step that never ends
+/// (a hung driver, a deadlock)
 /// would keep the job `processing` and its client `busy` for good; readiness fails meanwhile,
 /// so that an orchestrator can restart the process.
 fn spawn_watchdog(service: JobService, job_timeout: Duration, runtime: &Handle) {
@@ -355,8 +358,11 @@ mod tests {
         }
         assert!(service.is_stuck(), "readiness must report the stuck worker");
         // When the step finally returns, its late result changes nothing and the worker is free.
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
-        assert!(!service.is_stuck());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while service.is_stuck() {
+            assert!(Instant::now() < deadline, "the worker still counts as stuck after its step returned");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(matches!(service.status(&id).await.unwrap().state, crate::api::JobState::Failed { .. }));
         service.stop_accepting();
         tokio::task::spawn_blocking(move || handle.shutdown(Duration::from_secs(5))).await.unwrap();

@@ -58,7 +58,8 @@ pub struct Config {
     pub worker_addr: std::net::SocketAddr,
     /// A running job whose worker is silent this long is taken over by another worker (Redis).
     pub heartbeat_secs: u64,
-    /// A finished job's record and image are kept this long, then deleted (410 `expired`).
+    /// A finished job's record and image are kept this long, then deleted (410 `expired`);
+    /// 0 keeps them for good.
     pub retention_secs: u64,
     /// IPv6 clients are counted by this many leading bits (their /64 by default).
     pub ipv6_prefix: u8,
@@ -72,8 +73,7 @@ pub struct Config {
     pub max_connections: usize,
     /// On SIGTERM, connections still open after this long are dropped.
     pub shutdown_deadline_secs: u64,
-    /// A request (body included) must be answered within this time; event streams and `/v1/`
-    /// are exempt.
+    /// A request's body must arrive within this time, else 408.
     pub request_timeout_secs: u64,
     /// Open event streams per client at most ...
     pub sse_per_client: usize,
@@ -239,7 +239,7 @@ struct Flags {
     #[arg(long, env = "EASEL_SHUTDOWN_DEADLINE_SECS", help = "On SIGTERM, drop connections still open after this long [default: 30]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_deadline_secs: Option<u64>,
-    #[arg(long, env = "EASEL_REQUEST_TIMEOUT_SECS", help = "Answer every request (body included) within this time; event streams and /v1 are exempt [default: 30]")]
+    #[arg(long, env = "EASEL_REQUEST_TIMEOUT_SECS", help = "A request's body must arrive within this time, else 408 [default: 30]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     request_timeout_secs: Option<u64>,
     #[arg(long, env = "EASEL_SSE_PER_CLIENT", help = "Open event streams per client IP [default: 16]")]
@@ -347,6 +347,9 @@ impl Config {
         anyhow::ensure!(config.header_read_timeout_secs > 0, "header_read_timeout_secs must be at least 1");
         anyhow::ensure!(config.max_connections > 0, "max_connections must be at least 1");
         anyhow::ensure!(config.request_timeout_secs > 0, "request_timeout_secs must be at least 1");
+        // A trailing comma must not make the empty string a key.
+        let api_keys: Vec<String> = config.api_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+        let config = Config { api_keys, ..config };
         config.store_kind()?;
         Ok(config)
     }

@@ -138,15 +138,19 @@ fn keep_form(url: &mut Url, form: &[u8]) {
     }
 }
 
-/// Middleware: a request (its body included) must be answered within `limit`. Event streams
-/// and `/v1/` (which waits for its images) are long by design and exempt.
-pub async fn request_deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if path.starts_with("/v1/") || path.ends_with("/events") {
-        return next.run(req).await;
-    }
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(ErrorKind::RequestTimeout, format!("The request took longer than {} s.", limit.as_secs())).into_response(),
-    }
+/// Middleware: a request's body must have arrived within `limit` (a client sending it a byte
+/// at a time holds a connection). `max_body` is only a backstop well above the real limit,
+/// which the routes apply with their own answers (the no-JS form goes back to its page). Only the arrival is timed: a handler cut off midway could
+/// leave work done but unanswered (a job queued, its client told it failed).
+pub async fn request_deadline(State((limit, max_body)): State<(Duration, usize)>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match tokio::time::timeout(limit, axum::body::to_bytes(body, max_body)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return ApiError::new(ErrorKind::PayloadTooLarge, "The request body is too large.").into_response(),
+        Err(_) => {
+            return ApiError::new(ErrorKind::RequestTimeout, format!("The request body took longer than {} s to arrive.", limit.as_secs()))
+                .into_response()
+        }
+    };
+    next.run(Request::from_parts(parts, body.into())).await
 }

@@ -69,7 +69,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (service, limits) = open_jobs(&config, models).await?;
-    service.spawn_retention(Duration::from_secs(config.retention_secs));
+    if config.retention_secs > 0 {
+        service.spawn_retention(Duration::from_secs(config.retention_secs));
+    }
     let worker = if config.worker {
         Some(start_worker(&config, &service, painter).await?)
     } else {

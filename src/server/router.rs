@@ -83,7 +83,7 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
         .merge(metrics)
         .merge(site)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(from_fn_with_state(Duration::from_secs(config.request_timeout_secs), error::request_deadline))
+        .layer(from_fn_with_state((Duration::from_secs(config.request_timeout_secs), config.max_body_bytes * 4 + 1024), error::request_deadline))
         .layer(from_fn(count_responses))
         .layer(from_fn_with_state(
             Arc::new(client::Identify { trusted: config.trusted_networks(), ipv6_prefix: config.ipv6_prefix }),
