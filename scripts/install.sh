@@ -71,11 +71,14 @@ easel_install() {
     fi
 
     # The API client tests (tests/clients.rs) drive the server with the official OpenAI Python
-    # client, from a venv of their own in .tools/ (nothing exported: the tests find its python).
+    # client and check it against its OpenAPI document with schemathesis, both from a venv of
+    # their own in .tools/ (nothing exported: the tests find its python and schemathesis).
     if [ "$want" = test ]; then
-        local openai_version=3.57.0
+        local openai_version=3.57.0 schemathesis_version=4.32.5
         local venv="$root/.tools/pyclients"
-        if [ "$("$venv/bin/python" -c 'import openai; print(openai.__version__)' 2>/dev/null)" != "$openai_version" ]; then
+        local have
+        have=$("$venv/bin/python" -c 'import openai; from importlib.metadata import version; print(openai.__version__, version("schemathesis"))' 2>/dev/null)
+        if [ "$have" != "$openai_version $schemathesis_version" ]; then
             if ! command -v python3 >/dev/null; then
                 apt_install python3 python3-venv
             fi
@@ -88,9 +91,9 @@ easel_install() {
                     python3 -m venv --clear "$venv" || return 1
                 fi
             fi
-            say "installing openai $openai_version from PyPI into .tools/pyclients"
+            say "installing openai $openai_version and schemathesis $schemathesis_version from PyPI into .tools/pyclients"
             "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
-                "openai==$openai_version" || return 1
+                "openai==$openai_version" "schemathesis==$schemathesis_version" || return 1
         fi
     fi
 }

@@ -95,3 +95,44 @@ fn the_official_openai_client_generates_images() {
     }
     drop(server);
 }
+
+/// schemathesis generates requests for every operation of `/api/openapi.json` and fails on any
+/// 5xx, an undocumented status or content type, or an answer that does not match its schema.
+#[test]
+fn the_openapi_document_holds_for_every_operation() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schemathesis = root.join(".tools/pyclients/bin/schemathesis");
+    if !schemathesis.exists() {
+        panic!("{} is missing: run `bash scripts/test.sh` (it installs the Python clients)", schemathesis.display());
+    }
+    // Limits high enough that generated requests reach the handlers, not only the limiter.
+    let server = Server::start(&[
+        ("EASEL_SUBMITS_PER_MINUTE", "100000"),
+        ("EASEL_READS_PER_SECOND", "100000"),
+        ("EASEL_READ_BURST", "100000"),
+        ("EASEL_MAX_ACTIVE_PER_CLIENT", "1000"),
+        ("EASEL_MAX_ACTIVE_PER_VISITOR", "1000"),
+        ("EASEL_MAX_QUEUED", "1000"),
+    ]);
+    let mut cmd = Command::new(&schemathesis);
+    cmd.args(["--no-color", "run"])
+        .arg(format!("{}/api/openapi.json", server.base))
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            "--phases",
+            "coverage,fuzzing",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+        ])
+        .current_dir(root)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env("SCHEMATHESIS_HOOKS", "");
+    let (code, stdout, stderr) = run_with_timeout(cmd, CLIENT_TIMEOUT);
+    eprintln!("--- schemathesis ---\n{stdout}\n{stderr}");
+    assert_eq!(code, Some(0), "schemathesis found problems:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("11 passed"), "not every operation was tested:\n{stdout}");
+}

@@ -7,6 +7,7 @@ use leptos::server_fn::{
 };
 
 /// What went wrong, as a machine-readable string (`snake_case` on the wire).
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -119,6 +120,7 @@ impl std::fmt::Display for ErrorKind {
 }
 
 /// A categorized error with a sentence for people.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 #[serde(rename_all = "camelCase")]

@@ -6,6 +6,7 @@ use super::ErrorKind;
 
 /// What a visitor or script asks for. Everything but the prompt is optional and falls back to
 /// the model's defaults; the seed is chosen when missing.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateParams {
@@ -57,6 +58,7 @@ fn blank_string_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
 }
 
 /// The parameters a job really runs with, after validation and defaults.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedParams {
@@ -71,6 +73,7 @@ pub struct ResolvedParams {
 }
 
 /// A model the server offers, with the limits a request must respect.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSummary {
@@ -127,6 +130,7 @@ impl ResolvedParams {
 }
 
 /// Where the time went, in milliseconds.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timings {
@@ -136,6 +140,7 @@ pub struct Timings {
 }
 
 /// A job's failure as the client sees it.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobFailure {
@@ -144,19 +149,23 @@ pub struct JobFailure {
 }
 
 /// The life of a job: queued -> processing -> completed | failed | cancelled.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase", rename_all_fields = "camelCase")]
+#[serde(tag = "status", rename_all = "lowercase")]
 pub enum JobState {
+    #[serde(rename_all = "camelCase")]
     Queued {
         /// 0 means next in line.
         position: u32,
         eta_ms: Option<u64>,
     },
+    #[serde(rename_all = "camelCase")]
     Processing {
         step: u32,
         total: u32,
         preview_url: Option<String>,
     },
+    #[serde(rename_all = "camelCase")]
     Completed {
         image_url: String,
         width: u32,
@@ -164,6 +173,7 @@ pub enum JobState {
         seed: u32,
         timings: Timings,
     },
+    #[serde(rename_all = "camelCase")]
     Failed {
         error: JobFailure,
     },
@@ -188,6 +198,7 @@ impl JobState {
 }
 
 /// One job as every reader sees it: `{"jobId": .., "status": .., ..state fields, "params": ..}`.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {

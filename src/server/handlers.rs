@@ -18,6 +18,23 @@ use crate::api::{ApiError, GenerateParams, JobView, ModelSummary};
 use crate::jobs::{Client, JobService};
 
 /// `POST /api/generate`; an `Idempotency-Key` header makes a retry answer the same job.
+#[utoipa::path(
+    post,
+    path = "/api/generate",
+    tag = "jobs",
+    request_body = GenerateParams,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body within 24 h answers the same job")),
+    responses(
+        (status = 202, description = "Queued; the answer carries the cancelToken", body = JobView),
+        (status = 400, description = "Malformed JSON or request", body = ApiError),
+        (status = 408, description = "The body did not arrive in time", body = ApiError),
+        (status = 410, description = "Deleted after the retention time", body = ApiError),
+        (status = 413, description = "Body too large", body = ApiError),
+        (status = 422, description = "Invalid prompt or parameters, or an Idempotency-Key used with another body", body = ApiError),
+        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError),
+        (status = 503, description = "Queue full, or not ready", body = ApiError)
+    )
+)]
 pub async fn generate(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
@@ -29,12 +46,41 @@ pub async fn generate(
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/status/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 410, description = "Deleted after the retention time", body = ApiError),
+        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+    )
+)]
 pub async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
     Ok(Json(state.jobs.status(&id).await?))
 }
 
 /// `DELETE /api/jobs/{id}`: the submitter's cookie, or its token in `X-Cancel-Token` (or the
 /// `cancelToken` query parameter).
+#[utoipa::path(
+    delete,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    params(
+        ("id" = String, Path, description = "The job id"),
+        ("X-Cancel-Token" = Option<String>, Header, description = "The cancelToken the submit answered with"),
+        ("cancelToken" = Option<String>, Query, description = "The same, as a query parameter"),
+    ),
+    responses(
+        (status = 200, description = "The job after the cancel (a running job stops within a step)", body = JobView),
+        (status = 403, description = "Not the submitter's job", body = ApiError),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 410, description = "Deleted after the retention time", body = ApiError),
+        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -52,11 +98,33 @@ pub struct CancelQuery {
     cancel_token: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/models",
+    tag = "jobs",
+    responses(
+        (status = 200, description = "The models offered and their limits", body = Vec<ModelSummary>),
+        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+    )
+)]
 pub async fn models(State(state): State<AppState>) -> Json<Vec<ModelSummary>> {
     Json(state.jobs.models().to_vec())
 }
 
 /// `/api/images/{id}.png`: a finished image never changes, so it is cached for good.
+#[utoipa::path(
+    get,
+    path = "/api/images/{file}",
+    tag = "images",
+    params(("file" = String, Path, description = "`<job id>.png`"), ("If-None-Match" = Option<String>, Header, description = "The ETag from before")),
+    responses(
+        (status = 200, description = "The PNG, with its parameters in a text chunk", content_type = "image/png"),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 410, description = "Deleted after the retention time", body = ApiError),
+        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+    )
+)]
 pub async fn image(State(state): State<AppState>, Path(file): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = file.strip_suffix(".png").ok_or_else(|| ApiError::not_found("image"))?;
     let png = state.jobs.image(id).await?;
@@ -76,6 +144,17 @@ pub async fn image(State(state): State<AppState>, Path(file): Path<String>, head
 }
 
 /// `/api/images/{id}/preview.png`: the latest preview of a running job; never cached.
+#[utoipa::path(
+    get,
+    path = "/api/images/{id}/preview.png",
+    tag = "images",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The running job's latest preview", content_type = "image/png"),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+    )
+)]
 pub async fn preview(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let png = state.jobs.preview(&id).await?;
     Ok(([(CONTENT_TYPE, "image/png"), (CACHE_CONTROL, "no-store")], png).into_response())
@@ -83,6 +162,19 @@ pub async fn preview(State(state): State<AppState>, Path(id): Path<String>) -> R
 
 /// `/api/jobs/{id}/events`: the job's states as Server-Sent Events, ending at a terminal one.
 /// Event names: queued, progress, completed, failed, cancelled; data: the job as JSON.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/events",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Events queued, progress, completed, failed, cancelled; data: the job", content_type = "text/event-stream"),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 410, description = "Deleted after the retention time", body = ApiError),
+        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError),
+        (status = 503, description = "Queue full, or not ready", body = ApiError)
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,
@@ -92,11 +184,21 @@ pub async fn events(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Ready: the model is loaded (or this process has no worker) and the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready to take jobs", body = Object),
+        (status = 503, description = "Model loading, store away, worker stuck or data disk nearly full", body = ApiError),
+    )
+)]
 pub async fn readyz(State(jobs): State<JobService>, State(min_free): State<MinFreeDisk>) -> Response {
     if let Some(free) = jobs.free_disk_bytes().filter(|free| *free < min_free.0) {
         return ApiError::new(
@@ -117,6 +219,15 @@ pub async fn readyz(State(jobs): State<JobService>, State(min_free): State<MinFr
     Json(serde_json::json!({ "ready": true, "model": jobs.default_model() })).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+    )
+)]
 pub async fn metrics(State(jobs): State<JobService>, State(handle): State<PrometheusHandle>) -> Response {
     match jobs.counts().await {
         Ok(counts) => {

@@ -9,6 +9,7 @@ mod error;
 mod handlers;
 mod listen;
 mod openai;
+mod openapi;
 mod rate_limit;
 mod router;
 mod state;

@@ -27,7 +27,7 @@ const MAX_IMAGES: u32 = 4;
 
 /// The request: OpenAI's fields, plus easel's as extra fields. Unknown fields (quality, style)
 /// are ignored, as they mean nothing here.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ImagesRequest {
     #[serde(default)]
     prompt: String,
@@ -43,6 +43,38 @@ pub struct ImagesRequest {
     steps: Option<u32>,
     guidance: Option<f64>,
     seed: Option<u32>,
+}
+
+/// `POST /v1/images/generations`'s answer (for the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ImagesResponse {
+    /// Unix seconds.
+    created: u64,
+    data: Vec<ImageData>,
+}
+
+/// One image: `url` or `b64_json`, as asked.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ImageData {
+    url: Option<String>,
+    b64_json: Option<String>,
+    revised_prompt: String,
+}
+
+/// An error in OpenAI's shape (for the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorBody {
+    error: OpenAiErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorDetail {
+    message: String,
+    #[serde(rename = "type")]
+    kind: String,
+    param: Option<String>,
+    /// easel's error kind, or `invalid_api_key`.
+    code: String,
 }
 
 /// An error in OpenAI's shape; `code` is easel's kind.
@@ -94,6 +126,26 @@ fn invalid(param: &'static str, message: impl Into<String>) -> OpenAiError {
 
 /// `POST /v1/images/generations`: one job per image, run one after another (each client has
 /// its own limit of active jobs), then the images by URL or inline.
+#[utoipa::path(
+    post,
+    path = "/v1/images/generations",
+    tag = "openai",
+    request_body = ImagesRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body within 24 h answers the same images")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The images", body = ImagesResponse),
+        (status = 400, description = "Invalid request (kind in `code`)", body = OpenAiErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = OpenAiErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = OpenAiErrorBody),
+        (status = 410, description = "An Idempotency-Key's job was deleted after the retention time", body = OpenAiErrorBody),
+        (status = 413, description = "Body too large", body = OpenAiErrorBody),
+        (status = 422, description = "An Idempotency-Key used with another body", body = OpenAiErrorBody),
+        (status = 429, description = "Rate limited, or too many active jobs", body = OpenAiErrorBody),
+        (status = 500, description = "Painting failed", body = OpenAiErrorBody),
+        (status = 503, description = "Queue full, or not ready", body = OpenAiErrorBody),
+    )
+)]
 pub async fn generate(
     State(state): State<AppState>,
     Extension(client): Extension<Client>,

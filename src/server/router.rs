@@ -22,7 +22,7 @@ use super::config::Config;
 use super::rate_limit::{Limits, Rule};
 use super::state::{AppState, MinFreeDisk};
 use crate::jobs::JobService;
-use super::{client, error, handlers, openai};
+use super::{client, error, handlers, openai, openapi};
 use crate::api::SUBMIT_FN_PATH;
 use crate::app::{shell, App};
 
@@ -45,7 +45,8 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
         .route("/api/jobs/{id}/events", get(handlers::events))
         .route("/api/images/{file}", get(handlers::image))
         .route("/api/images/{id}/preview.png", get(handlers::preview))
-        .route("/api/models", get(handlers::models));
+        .route("/api/models", get(handlers::models))
+        .route("/api/openapi.json", get(openapi::serve));
     let server_fns: Vec<_> = leptos::server_fn::axum::server_fn_paths().collect();
     for (path, method) in &server_fns {
         let context = server_fn_context.clone();
