@@ -77,7 +77,7 @@ easel_install() {
         local openai_version=3.57.0 schemathesis_version=4.32.5
         local venv="$root/.tools/pyclients"
         local have
-        have=$("$venv/bin/python" -c 'import openai; from importlib.metadata import version; print(openai.__version__, version("schemathesis"))' 2>/dev/null)
+        have=$("$venv/bin/python" -c 'import openai; from importlib.metadata import version; print(openai.__version__, version("schemathesis"))' 2>/dev/null || true)
         if [ "$have" != "$openai_version $schemathesis_version" ]; then
             if ! command -v python3 >/dev/null; then
                 apt_install python3 python3-venv
