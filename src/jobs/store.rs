@@ -175,16 +175,7 @@ pub(crate) mod contract {
     }
 
     fn job_for(client: &str, steps: u32, model: &str) -> Job {
-        let params = ResolvedParams {
-            prompt: "a fox".into(),
-            negative_prompt: String::new(),
-            width: 64,
-            height: 64,
-            steps,
-            guidance: 7.5,
-            seed: 1,
-            model: model.into(),
-        };
+        let params = ResolvedParams { model: model.into(), ..ResolvedParams::tiny_for_tests("a fox", steps) };
         Job::new(params, client.into(), Some(format!("visitor-{client}")), 1_000)
     }
 
