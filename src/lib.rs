@@ -1,7 +1,8 @@
 //! easel: a text-to-image web app. The UI (`app`) and the wire types (`api`) compile for both
 //! the browser (WASM, `hydrate`) and the server (`ssr`); everything else is server-only.
 //!
-//! Data flows one way: app -> api -> jobs -> engine; `server` wires them together.
+//! Data flows one way: app -> api -> jobs -> engine; `webhooks` sends jobs' ends out over
+//! `jobs`; `server` wires them together.
 
 pub mod api;
 pub mod app;
@@ -12,6 +13,8 @@ pub mod engine;
 pub mod jobs;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod webhooks;
 
 /// WASM entry point: takes over the server-rendered page.
 #[cfg(feature = "hydrate")]

@@ -25,6 +25,10 @@ pub struct GenerateParams {
     pub seed: Option<u32>,
     #[serde(default, deserialize_with = "blank_string_as_none")]
     pub model: Option<String>,
+    /// Called when the job ends (completed, failed or cancelled), with the job's view, signed
+    /// per Standard Webhooks. API only.
+    #[serde(default, deserialize_with = "blank_string_as_none", skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// Numbers arrive as JSON numbers from scripts and as strings from HTML forms, where an empty

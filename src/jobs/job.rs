@@ -104,6 +104,8 @@ pub struct Job {
     pub visitor: Option<String>,
     /// The submitter's proof of ownership for a cancel without the cookie (API clients).
     pub cancel_token: Option<String>,
+    /// Where the job's end is announced (checked at submit), if anywhere.
+    pub webhook: Option<String>,
     pub status: Status,
     pub step: u32,
     pub preview_step: Option<u32>,
@@ -124,6 +126,7 @@ impl Job {
             client,
             visitor,
             cancel_token: Some(Uuid::new_v4().simple().to_string()),
+            webhook: None,
             status: Status::Queued,
             step: 0,
             preview_step: None,

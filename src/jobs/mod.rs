@@ -19,5 +19,5 @@ pub use job::{Job, Outcome, Status, MAX_ATTEMPTS};
 pub use service::{now_ms, Client, JobService, QueueLimits};
 pub use redis::{RedisSettings, RedisStore};
 pub use sqlite::SqliteStore;
-pub use store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery, Sharing};
+pub use store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery, Sharing, WebhookDue, WebhookOutcome};
 pub use worker::{OnStep, PaintError, Painter, Worker, WorkerHandle};

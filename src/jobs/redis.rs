@@ -29,7 +29,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery, Sharing};
+use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery, Sharing, WebhookDue, WebhookOutcome};
 use super::{Job, Outcome, Status, MAX_ATTEMPTS};
 use crate::api::{ErrorKind, JobFailure};
 
@@ -99,6 +99,8 @@ local function terminate(id, client, status, now, retention)
   if visitor then redis.call('SREM', p .. 'vactive:' .. visitor, id) end
   redis.call('DEL', p .. 'preview:' .. id)
   count(status, 1)
+  -- Its webhook is due now (the set orders webhooks by when they are due).
+  if redis.call('HEXISTS', key, 'webhook') == 1 then redis.call('ZADD', p .. 'webhooks', now, id) end
   if tonumber(retention) > 0 then
     redis.call('EXPIRE', key, retention)
     redis.call('EXPIRE', p .. 'img:' .. id, retention)
@@ -124,7 +126,7 @@ fn script(body: &str) -> Script {
 
 /// ARGV: prefix, id, model, client, visitor ('' for none), params, steps, created, max_queued,
 /// max_active, retention, cancel token ('' for none), idempotency key ('' for none), its body,
-/// its time to live in ms, max active per visitor.
+/// its time to live in ms, max active per visitor, webhook URL ('' for none).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -152,6 +154,7 @@ local key = jkey(id)
 redis.call('HSET', key, 'id', id, 'params', ARGV[6], 'client', client, 'model', model, 'steps', ARGV[7],
   'created', ARGV[8], 'seq', seq, 'round', round, 'status', 'queued', 'step', 0, 'attempts', 0, 'cancel', 0)
 if ARGV[12] ~= '' then redis.call('HSET', key, 'cancel_token', ARGV[12]) end
+if ARGV[17] ~= '' then redis.call('HSET', key, 'webhook', ARGV[17]) end
 if visitor ~= '' then
   local v = p .. 'visitor:' .. visitor
   redis.call('HSET', key, 'visitor', visitor)
@@ -298,6 +301,27 @@ else
 end
 announce(id)
 return 1
+"#,
+    )
+});
+
+/// ARGV: prefix, now, lease in ms, limit. Leases the due webhooks: [id, attempt, id, attempt, ...].
+static CLAIM_WEBHOOKS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local due_set, now = p .. 'webhooks', tonumber(ARGV[2])
+local claimed = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', due_set, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))) do
+  if redis.call('EXISTS', jkey(id)) == 1 then
+    redis.call('ZADD', due_set, now + tonumber(ARGV[3]), id)
+    table.insert(claimed, id)
+    table.insert(claimed, redis.call('HINCRBY', jkey(id), 'webhook_attempts', 1))
+  else
+    -- Expired by retention before it was delivered.
+    redis.call('ZREM', due_set, id)
+  end
+end
+return claimed
 "#,
     )
 });
@@ -554,6 +578,7 @@ fn job_from(fields: HashMap<String, String>) -> anyhow::Result<Option<Job>> {
         client: text("client")?.clone(),
         visitor: fields.get("visitor").cloned(),
         cancel_token: fields.get("cancel_token").cloned(),
+        webhook: fields.get("webhook").cloned(),
         status: Status::parse(status).with_context(|| format!("unknown status {status:?}"))?,
         step: number("step")?.unwrap_or(0) as u32,
         preview_step: number("preview_step")?.map(|s| s as u32),
@@ -587,6 +612,7 @@ impl JobStore for RedisStore {
             .arg(idempotency.map_or("", |i| i.body.as_str()))
             .arg(idempotency.map_or(1, |i| i.ttl_ms.max(1)))
             .arg(limits.per_visitor)
+            .arg(job.webhook.as_deref().unwrap_or(""))
             .invoke_async(&mut self.conn())
             .await
             .context("enqueueing a job")?;
@@ -775,6 +801,37 @@ impl JobStore for RedisStore {
         let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await.context("reading history")?;
         // Expired jobs leave empty rows behind: skipped.
         Ok(rows.into_iter().map(job_from).collect::<anyhow::Result<Vec<_>>>()?.into_iter().flatten().collect())
+    }
+
+    async fn claim_webhooks(&self, now_ms: i64, lease_ms: i64, limit: u32) -> anyhow::Result<Vec<WebhookDue>> {
+        let claimed: Vec<(String, u32)> = CLAIM_WEBHOOKS
+            .arg(PREFIX)
+            .arg(now_ms)
+            .arg(lease_ms)
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .context("claiming due webhooks")?;
+        let mut due = Vec::with_capacity(claimed.len());
+        for (id, attempt) in claimed {
+            let id = Uuid::parse_str(&id).context("a webhook's job id")?;
+            if let Some(job) = self.get(id).await? {
+                due.push(WebhookDue { job, attempt });
+            }
+        }
+        Ok(due)
+    }
+
+    async fn webhook_attempted(&self, id: Uuid, outcome: WebhookOutcome) -> anyhow::Result<()> {
+        let due_set = format!("{PREFIX}webhooks");
+        let mut conn = self.conn();
+        // The job's record may have expired meanwhile: only the due set is written.
+        let _: i64 = match outcome {
+            WebhookOutcome::RetryAt(at) => redis::cmd("ZADD").arg(&due_set).arg("XX").arg(at).arg(id.to_string()).query_async(&mut conn).await,
+            WebhookOutcome::Delivered | WebhookOutcome::GaveUp => conn.zrem(&due_set, id.to_string()).await,
+        }
+        .context("recording a webhook attempt")?;
+        Ok(())
     }
 
     async fn counts(&self) -> anyhow::Result<JobCounts> {

@@ -4,15 +4,15 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch, Notify};
 use uuid::Uuid;
 
-use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore};
+use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, WebhookDue, WebhookOutcome};
 use super::{Job, Status};
-use crate::api::{resolve_params, ApiError, ErrorKind, GenerateParams, JobView, ModelSummary};
+use crate::api::{resolve_params, ApiError, ErrorKind, GenerateParams, JobView, ModelSummary, WebhookTargets};
 
 /// Who is asking: the resolved client IP (the fairness key) and the browser's visitor cookie.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +60,8 @@ struct Inner {
     accepting: AtomicBool,
     ready: AtomicBool,
     shutdown: watch::Sender<bool>,
+    /// Where webhooks may go; unset: this server sends none (no signing secret).
+    webhook_targets: OnceLock<WebhookTargets>,
 }
 
 /// How long an `Idempotency-Key` names its job.
@@ -117,6 +119,7 @@ impl JobService {
                 accepting: AtomicBool::new(true),
                 ready: AtomicBool::new(false),
                 shutdown,
+                webhook_targets: OnceLock::new(),
             }),
         }
     }
@@ -151,11 +154,12 @@ impl JobService {
             None => None,
         };
         let resolved = resolve_params(params, &self.inner.models, &self.inner.default_model, rand::random())?;
+        let webhook = params.webhook.as_deref().map(|url| self.checked_webhook(url)).transpose()?;
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(ApiError::new(ErrorKind::NotReady, "The server is restarting; try again in a few seconds.")
                 .retry_after(5));
         }
-        let job = Job::new(resolved, client.ip.to_string(), client.visitor.clone(), now_ms());
+        let job = Job { webhook, ..Job::new(resolved, client.ip.to_string(), client.visitor.clone(), now_ms()) };
         let limits = &self.inner.limits;
         let outcome = self
             .inner
@@ -205,6 +209,27 @@ impl JobService {
             )
             .retry_after(self.eta_secs_for_one_slot())),
         }
+    }
+
+    /// Lets jobs name a webhook, sent to `targets` only (the server has a signing secret).
+    pub fn accept_webhooks(&self, targets: WebhookTargets) {
+        let _ = self.inner.webhook_targets.set(targets);
+    }
+
+    fn checked_webhook(&self, url: &str) -> Result<String, ApiError> {
+        let targets = self.inner.webhook_targets.get().ok_or_else(|| {
+            ApiError::new(ErrorKind::InvalidParams, "This server sends no webhooks: its operator has not set webhook_secret.")
+        })?;
+        Ok(targets.check_url(url)?.to_string())
+    }
+
+    /// Due webhooks, leased to this process (see `JobStore::claim_webhooks`).
+    pub async fn claim_webhooks(&self, lease: Duration, limit: u32) -> anyhow::Result<Vec<WebhookDue>> {
+        self.inner.store.claim_webhooks(now_ms(), lease.as_millis() as i64, limit).await
+    }
+
+    pub async fn webhook_attempted(&self, id: Uuid, outcome: WebhookOutcome) -> anyhow::Result<()> {
+        self.inner.store.webhook_attempted(id, outcome).await
     }
 
     pub async fn status(&self, id: &str) -> Result<JobView, ApiError> {

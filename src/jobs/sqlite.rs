@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
-use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery};
+use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, QueueAhead, Recovery, WebhookDue, WebhookOutcome};
 use super::{Job, Outcome, Status};
 use crate::api::{ErrorKind, JobFailure};
 
@@ -28,6 +28,7 @@ struct JobRow {
     client: String,
     visitor: Option<String>,
     cancel_token: Option<String>,
+    webhook: Option<String>,
     step: i64,
     preview_step: Option<i64>,
     attempts: i64,
@@ -38,6 +39,13 @@ struct JobRow {
     started_at_ms: Option<i64>,
     finished_at_ms: Option<i64>,
     inference_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct WebhookRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    webhook_attempts: i64,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -57,6 +65,7 @@ impl TryFrom<JobRow> for Job {
             client: row.client,
             visitor: row.visitor,
             cancel_token: row.cancel_token,
+            webhook: row.webhook,
             status: Status::parse(&row.status).with_context(|| format!("unknown status {:?}", row.status))?,
             step: row.step as u32,
             preview_step: row.preview_step.map(|s| s as u32),
@@ -154,8 +163,8 @@ impl SqliteStore {
         let mut tx = sqlx::Connection::begin(&mut **conn).await.context("enqueueing a job")?;
         // The round after the client's previous job, but not one already served.
         sqlx::query(
-            "INSERT INTO jobs (id, status, params, steps, client, visitor, created_at_ms, model, cancel_token, round)
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+            "INSERT INTO jobs (id, status, params, steps, client, visitor, created_at_ms, model, cancel_token, webhook, round)
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
                      1 + MAX((SELECT round FROM fair_clock WHERE id = 1),
                              COALESCE((SELECT MAX(round) FROM jobs WHERE client = ?4), 0)))",
         )
@@ -167,6 +176,7 @@ impl SqliteStore {
         .bind(job.created_at_ms)
         .bind(&job.params.model)
         .bind(&job.cancel_token)
+        .bind(&job.webhook)
         .execute(&mut *tx)
         .await
         .context("inserting a job")?;
@@ -423,6 +433,36 @@ impl JobStore for SqliteStore {
             .into_iter()
             .map(Job::try_from)
             .collect()
+    }
+
+    async fn claim_webhooks(&self, now_ms: i64, lease_ms: i64, limit: u32) -> anyhow::Result<Vec<WebhookDue>> {
+        let rows = sqlx::query_as::<_, WebhookRow>(
+            "UPDATE jobs SET webhook_attempts = webhook_attempts + 1, webhook_due_at_ms = ?1 + ?2
+             WHERE id IN (SELECT id FROM jobs
+                          WHERE webhook IS NOT NULL AND webhook_state IS NULL AND webhook_due_at_ms <= ?1
+                            AND status IN ('completed', 'failed', 'cancelled')
+                          ORDER BY webhook_due_at_ms LIMIT ?3)
+             RETURNING *",
+        )
+        .bind(now_ms)
+        .bind(lease_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .context("claiming due webhooks")?;
+        rows.into_iter()
+            .map(|row| Ok(WebhookDue { attempt: row.webhook_attempts as u32, job: Job::try_from(row.job)? }))
+            .collect()
+    }
+
+    async fn webhook_attempted(&self, id: Uuid, outcome: WebhookOutcome) -> anyhow::Result<()> {
+        let query = match outcome {
+            WebhookOutcome::Delivered => sqlx::query("UPDATE jobs SET webhook_state = 'delivered' WHERE id = ?"),
+            WebhookOutcome::GaveUp => sqlx::query("UPDATE jobs SET webhook_state = 'failed' WHERE id = ?"),
+            WebhookOutcome::RetryAt(at) => sqlx::query("UPDATE jobs SET webhook_due_at_ms = ? WHERE id = ?").bind(at),
+        };
+        query.bind(id.to_string()).execute(&self.pool).await.context("recording a webhook attempt")?;
+        Ok(())
     }
 
     async fn counts(&self) -> anyhow::Result<JobCounts> {

@@ -74,6 +74,23 @@ pub struct Recovery {
     pub cancelled: u64,
 }
 
+/// A webhook whose time has come: the ended job it announces, and which attempt this is (1 first).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookDue {
+    pub job: Job,
+    pub attempt: u32,
+}
+
+/// What became of a webhook attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WebhookOutcome {
+    Delivered,
+    /// Not delivered; try again at this time (ms since the epoch).
+    RetryAt(i64),
+    /// Not delivered, and no attempts are left (or the receiver said 410 Gone).
+    GaveUp,
+}
+
 /// How a store shared by several processes behaves (Redis). A store only one process uses
 /// (SQLite) has none of this.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -108,6 +125,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// processing job at start-up. Redis: those whose worker is silent past the heartbeat.
     async fn recover_interrupted(&self, now_ms: i64) -> anyhow::Result<Recovery>;
     async fn recent_for_visitor(&self, visitor: &str, limit: u32) -> anyhow::Result<Vec<Job>>;
+    /// Up to `limit` webhooks of ended jobs that are due at `now_ms`. Each is leased until
+    /// `now_ms + lease_ms` (no other sender takes it meanwhile) and its attempt is counted, in
+    /// the store: a process that dies while sending leaves it due again when the lease ends.
+    async fn claim_webhooks(&self, now_ms: i64, lease_ms: i64, limit: u32) -> anyhow::Result<Vec<WebhookDue>>;
+    /// Records how a claimed webhook's attempt went.
+    async fn webhook_attempted(&self, id: Uuid, outcome: WebhookOutcome) -> anyhow::Result<()>;
     async fn counts(&self) -> anyhow::Result<JobCounts>;
 
     async fn put_image(&self, id: Uuid, png: Vec<u8>) -> anyhow::Result<()>;
@@ -278,6 +301,42 @@ pub(crate) mod contract {
         fair_share(store).await;
         idempotency(store).await;
         visitors_behind_one_address(store).await;
+        webhooks(store).await;
+    }
+
+    /// Ended jobs with a webhook come due; a claim leases them; retries wait for their time;
+    /// delivered and given-up ones are done.
+    async fn webhooks(store: &dyn JobStore) {
+        let hooked = |client: &str| Job { webhook: Some(format!("https://hooks.example/{client}")), ..job(client, 2) };
+        let (done, cancelled, plain) = (hooked("wh1"), hooked("wh2"), job("wh3", 2));
+        for j in [&done, &cancelled, &plain] {
+            assert_eq!(store.enqueue(j, 20, 5).await.unwrap(), Enqueued::Accepted);
+        }
+        let now = 40_000;
+        assert!(store.claim_webhooks(now, 1_000, 10).await.unwrap().is_empty(), "nothing before a job ends");
+        assert_eq!(store.get(done.id).await.unwrap().unwrap().webhook, done.webhook);
+        assert_eq!(store.claim_next(now, &tiny()).await.unwrap().unwrap().id, done.id);
+        store.finish(done.id, &Outcome::Completed { inference_ms: 3 }, now + 10).await.unwrap();
+        store.request_cancel(cancelled.id, now + 20).await.unwrap();
+        store.request_cancel(plain.id, now + 30).await.unwrap();
+
+        let mut due = store.claim_webhooks(now + 100, 1_000, 10).await.unwrap();
+        due.sort_by_key(|d| d.job.client.clone());
+        let seen: Vec<_> = due.iter().map(|d| (d.job.id, d.job.status, d.attempt)).collect();
+        assert_eq!(seen, vec![(done.id, Status::Completed, 1), (cancelled.id, Status::Cancelled, 1)]);
+        assert!(store.claim_webhooks(now + 200, 1_000, 10).await.unwrap().is_empty(), "leased to the first sender");
+
+        // The first attempt failed: it is due again at its time, not before.
+        store.webhook_attempted(done.id, WebhookOutcome::RetryAt(now + 5_000)).await.unwrap();
+        store.webhook_attempted(cancelled.id, WebhookOutcome::Delivered).await.unwrap();
+        assert!(store.claim_webhooks(now + 4_999, 1_000, 10).await.unwrap().is_empty());
+        let again = store.claim_webhooks(now + 5_000, 1_000, 10).await.unwrap();
+        assert_eq!(again.iter().map(|d| (d.job.id, d.attempt)).collect::<Vec<_>>(), vec![(done.id, 2)]);
+        // A sender that died mid-attempt: the lease ends and the webhook is due once more.
+        let after_lease = store.claim_webhooks(now + 6_000, 1_000, 10).await.unwrap();
+        assert_eq!(after_lease.iter().map(|d| (d.job.id, d.attempt)).collect::<Vec<_>>(), vec![(done.id, 3)]);
+        store.webhook_attempted(done.id, WebhookOutcome::GaveUp).await.unwrap();
+        assert!(store.claim_webhooks(now + 1_000_000, 1_000, 10).await.unwrap().is_empty(), "all done");
     }
 
     fn limits(max_queued: u32, per_client: u32) -> EnqueueLimits {

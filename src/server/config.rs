@@ -81,6 +81,14 @@ pub struct Config {
     pub sse_total: usize,
     /// An event stream ends after this long (the page reconnects or polls).
     pub sse_lifetime_secs: u64,
+    /// Signs webhooks (Standard Webhooks: `whsec_` and base64). Unset: jobs may name no webhook.
+    pub webhook_secret: Option<String>,
+    /// Hosts (names or addresses) a webhook may reach although they are loopback or private.
+    pub webhook_allow_hosts: Vec<String>,
+    /// Waits before each retry of a webhook that was not answered with 2xx; then it is given up.
+    pub webhook_retry_secs: Vec<u64>,
+    /// A webhook attempt (connect, send, answer) must finish within this time.
+    pub webhook_timeout_secs: u64,
 }
 
 /// What this process does.
@@ -134,6 +142,11 @@ impl Default for Config {
             sse_per_client: 16,
             sse_total: 10_000,
             sse_lifetime_secs: 3600,
+            webhook_secret: None,
+            webhook_allow_hosts: Vec::new(),
+            // Standard Webhooks' schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+            webhook_retry_secs: vec![5, 300, 1800, 7200, 18000, 36000, 36000],
+            webhook_timeout_secs: 10,
         }
     }
 }
@@ -251,6 +264,18 @@ struct Flags {
     #[arg(long, env = "EASEL_SSE_LIFETIME_SECS", help = "An event stream ends after this long [default: 3600]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     sse_lifetime_secs: Option<u64>,
+    #[arg(long, env = "EASEL_WEBHOOK_SECRET", hide_env_values = true, help = "Signs webhooks: whsec_ and base64 of 24 to 64 random bytes [default: none, webhooks off]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_secret: Option<String>,
+    #[arg(long, env = "EASEL_WEBHOOK_ALLOW_HOSTS", value_delimiter = ',', help = "Hosts a webhook may reach although loopback or private, comma-separated [default: none]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_allow_hosts: Option<Vec<String>>,
+    #[arg(long, env = "EASEL_WEBHOOK_RETRY_SECS", value_delimiter = ',', help = "Waits before each webhook retry, comma-separated [default: 5,300,1800,7200,18000,36000,36000]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_retry_secs: Option<Vec<u64>>,
+    #[arg(long, env = "EASEL_WEBHOOK_TIMEOUT_SECS", help = "Time limit of one webhook attempt [default: 10]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_timeout_secs: Option<u64>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a range (`10.0.0.0/8`).
@@ -347,6 +372,7 @@ impl Config {
         anyhow::ensure!(config.header_read_timeout_secs > 0, "header_read_timeout_secs must be at least 1");
         anyhow::ensure!(config.max_connections > 0, "max_connections must be at least 1");
         anyhow::ensure!(config.request_timeout_secs > 0, "request_timeout_secs must be at least 1");
+        anyhow::ensure!(config.webhook_timeout_secs > 0, "webhook_timeout_secs must be at least 1");
         // A trailing comma must not make the empty string a key.
         let api_keys: Vec<String> = config.api_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
         let config = Config { api_keys, ..config };

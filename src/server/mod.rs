@@ -30,7 +30,8 @@ pub use state::AppState;
 use self::config::StoreKind;
 use self::rate_limit::Limits;
 use self::state::{MinFreeDisk, OpsState};
-use crate::api::ModelSummary;
+use crate::api::{ModelSummary, WebhookTargets};
+use crate::webhooks;
 use crate::jobs::{self, JobService, JobStore, Painter, QueueLimits, RedisSettings, RedisStore, SqliteStore, Worker, WorkerHandle};
 
 /// The binary's entry: reads the configuration and runs this process's role (the site with its
@@ -72,6 +73,10 @@ pub async fn run(
     let (service, limits) = open_jobs(&config, models).await?;
     if config.retention_secs > 0 {
         service.spawn_retention(Duration::from_secs(config.retention_secs));
+    }
+    if let Some(settings) = webhook_settings(&config)? {
+        service.accept_webhooks(settings.targets.clone());
+        webhooks::spawn(service.clone(), settings)?;
     }
     let worker = if config.worker {
         Some(start_worker(&config, &service, painter).await?)
@@ -127,6 +132,17 @@ pub async fn run_worker(
     stop_worker(worker, &config).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Webhooks are on when a signing secret is set.
+fn webhook_settings(config: &Config) -> anyhow::Result<Option<webhooks::WebhookSettings>> {
+    let Some(secret) = &config.webhook_secret else { return Ok(None) };
+    Ok(Some(webhooks::WebhookSettings {
+        secret: webhooks::Secret::parse(secret)?,
+        targets: WebhookTargets::new(&config.webhook_allow_hosts),
+        retry_after: config.webhook_retry_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
+        timeout: Duration::from_secs(config.webhook_timeout_secs),
+    }))
 }
 
 /// The running job finishes within the grace period, or goes back in line.

@@ -184,6 +184,7 @@ pub async fn generate(
             guidance: request.guidance,
             seed: request.seed.map(|s| s.wrapping_add(i)),
             model: model.clone(),
+            webhook: None,
         };
         // Each image's job has a key of its own under the request's key.
         let key = idempotency_key.map(|k| if k.is_empty() { String::new() } else { format!("{k}#{i}") });
