@@ -71,14 +71,15 @@ easel_install() {
     fi
 
     # The API client tests (tests/clients.rs) drive the server with the official OpenAI Python
-    # client and check it against its OpenAPI document with schemathesis, both from a venv of
-    # their own in .tools/ (nothing exported: the tests find its python and schemathesis).
+    # client, check it against its OpenAPI document with schemathesis, and verify its webhooks
+    # with the Standard Webhooks reference library, all from a venv of their own in .tools/
+    # (nothing exported: the tests find its python and schemathesis).
     if [ "$want" = test ]; then
-        local openai_version=3.57.0 schemathesis_version=4.32.5
+        local openai_version=3.57.0 schemathesis_version=4.32.5 standardwebhooks_version=1.1.0
         local venv="$root/.tools/pyclients"
         local have
-        have=$("$venv/bin/python" -c 'import openai; from importlib.metadata import version; print(openai.__version__, version("schemathesis"))' 2>/dev/null || true)
-        if [ "$have" != "$openai_version $schemathesis_version" ]; then
+        have=$("$venv/bin/python" -c 'from importlib.metadata import version as v; print(v("openai"), v("schemathesis"), v("standardwebhooks"))' 2>/dev/null || true)
+        if [ "$have" != "$openai_version $schemathesis_version $standardwebhooks_version" ]; then
             if ! command -v python3 >/dev/null; then
                 apt_install python3 python3-venv
             fi
@@ -91,9 +92,9 @@ easel_install() {
                     python3 -m venv --clear "$venv" || return 1
                 fi
             fi
-            say "installing openai $openai_version and schemathesis $schemathesis_version from PyPI into .tools/pyclients"
+            say "installing openai $openai_version, schemathesis $schemathesis_version and standardwebhooks $standardwebhooks_version from PyPI into .tools/pyclients"
             "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
-                "openai==$openai_version" "schemathesis==$schemathesis_version" || return 1
+                "openai==$openai_version" "schemathesis==$schemathesis_version" "standardwebhooks==$standardwebhooks_version" || return 1
         fi
     fi
 }

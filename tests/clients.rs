@@ -1,8 +1,10 @@
 //! Third-party API clients against a real server: the official OpenAI Python client drives
-//! `POST /v1/images/generations` (tests/clients/openai_images.py has the checks).
+//! `POST /v1/images/generations` (tests/clients/openai_images.py has the checks), schemathesis
+//! checks the OpenAPI document, and a receiver built on the Standard Webhooks reference library
+//! verifies webhooks (tests/clients/webhook_receiver.py).
 //!
-//! The client lives in a venv of its own, `.tools/pyclients`, that `scripts/install.sh test`
-//! (run by `scripts/test.sh`) creates with a pinned `openai` from PyPI.
+//! The clients live in a venv of their own, `.tools/pyclients`, that `scripts/install.sh test`
+//! (run by `scripts/test.sh`) creates with pinned packages from PyPI.
 
 mod common;
 
@@ -141,4 +143,144 @@ fn the_openapi_document_holds_for_every_operation() {
     eprintln!("--- schemathesis ---\n{stdout}\n{stderr}");
     assert_eq!(code, Some(0), "schemathesis found problems:\n{stdout}\n{stderr}");
     assert!(stdout.contains("11 passed"), "not every operation was tested:\n{stdout}");
+}
+
+/// A webhook receiver (tests/clients/webhook_receiver.py) on loopback that verifies each
+/// delivery with the Standard Webhooks reference library.
+struct Receiver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Receiver {
+    /// Listens on `port` (0: any); answers 500 to the first `fail_first` deliveries.
+    fn start(port: u16, secret: &str, fail_first: u32) -> Receiver {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join(".tools/pyclients/bin/python");
+        assert!(python.exists(), "{} is missing: run `bash scripts/test.sh`", python.display());
+        let mut child = Command::new(python)
+            .arg(root.join("tests/clients/webhook_receiver.py"))
+            .args([port.to_string(), secret.to_string(), fail_first.to_string()])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the webhook receiver");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let port = line.trim().strip_prefix("listening ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("receiver said {line:?}"));
+        Receiver { child, port }
+    }
+
+    fn hook_url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Waits until `n` deliveries have arrived; answers them all.
+    fn wait_for(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log: Vec<serde_json::Value> =
+                common::client().get(format!("http://127.0.0.1:{}/log", self.port)).send().unwrap().json().unwrap();
+            if log.len() >= n {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "{} of {n} webhook deliveries arrived: {log:?}", log.len());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Webhook attempts the server counted with this outcome (its /metrics).
+fn webhook_attempts(server: &Server, outcome: &str) -> u64 {
+    let text = common::client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    let series = format!("easel_webhook_attempts_total{{outcome=\"{outcome}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+fn assert_signed_job_end(delivery: &serde_json::Value, job: &str) {
+    assert_eq!(delivery["verified"], true, "the reference library rejected the signature: {delivery}");
+    assert_eq!(delivery["tamperedVerified"], false, "{delivery}");
+    assert_eq!(delivery["path"], "/hook");
+    assert_eq!(delivery["contentType"], "application/json");
+    assert_eq!(delivery["type"], "job.completed");
+    assert_eq!(delivery["data"]["jobId"], job);
+    assert_eq!(delivery["data"]["status"], "completed");
+    assert_eq!(delivery["data"]["imageUrl"], format!("/api/images/{job}.png"));
+}
+
+/// Refused targets answer 422 at submit; a delivery is signed per Standard Webhooks (checked by
+/// its reference library), retried after a failure with the same id, and still made after the
+/// server is killed and restarted while the receiver was down.
+#[test]
+fn webhooks_are_signed_retried_and_survive_a_restart() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let env = [
+        ("EASEL_WEBHOOK_SECRET", secret),
+        ("EASEL_WEBHOOK_ALLOW_HOSTS", "127.0.0.1"),
+        ("EASEL_WEBHOOK_RETRY_SECS", "1,1,1,1,1,1,1,1,1,1,1,1"),
+        ("EASEL_SUBMITS_PER_MINUTE", "100"),
+    ];
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &env);
+
+    // The SSRF guard: nothing is stored, nothing is sent.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/hook",
+        "http://127.0.0.2:9/hook",
+        "http://[::1]:9/hook",
+        "http://localhost:9/hook",
+        "ftp://127.0.0.1/hook",
+        "http://user:pw@127.0.0.1/hook",
+    ] {
+        let (code, body) = common::submit(&server, serde_json::json!({ "prompt": "a fox", "webhook": url }));
+        assert_eq!((code, body["kind"].as_str()), (422, Some("invalid_params")), "{url}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("webhook URL"), "{body}");
+    }
+
+    // Delivered on the second attempt, after a 500.
+    let receiver = Receiver::start(0, secret, 1);
+    let (code, body) = common::submit(&server, serde_json::json!({ "prompt": "a red fox", "steps": 2, "webhook": receiver.hook_url() }));
+    assert_eq!(code, 202, "{body}");
+    let first = common::job_id(&body);
+    common::wait_for(&server, &first, Duration::from_secs(60), common::is_terminal);
+    let log = receiver.wait_for(2, Duration::from_secs(30));
+    assert_eq!((log[0]["answered"].as_u64(), log[1]["answered"].as_u64()), (Some(500), Some(204)));
+    assert_eq!(log[0]["id"], log[1]["id"], "a retry keeps its webhook-id");
+    for delivery in &log {
+        assert_signed_job_end(delivery, &first);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(receiver.wait_for(2, Duration::ZERO).len(), 2, "delivered once, then never again");
+
+    // Nobody listens yet: attempts fail; the server dies; its successor still delivers.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let retries_before = webhook_attempts(&server, "retry");
+    let (code, body) = common::submit(
+        &server,
+        serde_json::json!({ "prompt": "a blue fox", "steps": 2, "webhook": format!("http://127.0.0.1:{port}/hook") }),
+    );
+    assert_eq!(code, 202, "{body}");
+    let second = common::job_id(&body);
+    common::wait_for(&server, &second, Duration::from_secs(60), common::is_terminal);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while webhook_attempts(&server, "retry") == retries_before {
+        assert!(Instant::now() < deadline, "no failed webhook attempt was counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.kill();
+    let late = Receiver::start(port, secret, 0);
+    let restarted = Server::start_in(data.path(), &env);
+    let log = late.wait_for(1, Duration::from_secs(30));
+    assert_signed_job_end(&log[0], &second);
+    assert!(webhook_attempts(&restarted, "delivered") >= 1);
 }
