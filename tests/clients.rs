@@ -227,6 +227,8 @@ fn webhooks_are_signed_retried_and_survive_a_restart() {
         ("EASEL_WEBHOOK_SECRET", secret),
         ("EASEL_WEBHOOK_ALLOW_HOSTS", "127.0.0.1"),
         ("EASEL_WEBHOOK_RETRY_SECS", "1,1,1,1,1,1,1,1,1,1,1,1"),
+        // A killed attempt's lease (2 × timeout + 5 s) ends well within the test's waits.
+        ("EASEL_WEBHOOK_TIMEOUT_SECS", "2"),
         ("EASEL_SUBMITS_PER_MINUTE", "100"),
     ];
     let data = tempfile::tempdir().unwrap();

@@ -23,17 +23,13 @@ pub struct WebhookTargets {
 
 impl WebhookTargets {
     pub fn new<S: AsRef<str>>(allow_hosts: &[S]) -> Self {
-        let allow_hosts = allow_hosts
-            .iter()
-            .map(|h| h.as_ref().trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect();
+        let allow_hosts = allow_hosts.iter().map(|h| canonical_host(h.as_ref())).filter(|h| !h.is_empty()).collect();
         Self { allow_hosts }
     }
 
-    /// Whether the operator allow-listed this host (a name, or an address as text).
+    /// Whether the operator allow-listed this host (a name, or an address in any notation).
     pub fn allows_host(&self, host: &str) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
+        let host = canonical_host(host);
         self.allow_hosts.iter().any(|allowed| *allowed == host)
     }
 
@@ -88,6 +84,16 @@ impl WebhookTargets {
     }
 }
 
+/// A host as compared with the allow-list: lowercase, no brackets or final dot, an address in
+/// its canonical notation (`0:0:0:0:0:0:0:1` is `::1`).
+fn canonical_host(host: &str) -> String {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host,
+    }
+}
+
 fn refused(why: String) -> ApiError {
     ApiError::new(ErrorKind::InvalidParams, format!("The webhook URL {why}"))
 }
@@ -125,6 +131,10 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return refused_v4(v4);
     }
     let s = ip.segments();
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        // The local-use NAT64 prefix (64:ff9b:1::/48) leads into a private network.
+        return Some("private (local NAT64)");
+    }
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
         // NAT64: 64:ff9b::a.b.c.d reaches a.b.c.d.
         let [.., hi, lo] = s;
@@ -145,6 +155,8 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
         0xfec0..=0xfeff => "site-local",
         0xff00..=0xffff => "multicast",
         0x2001 if s[1] == 0x0db8 => "documentation",
+        0x0100 if s[1..4] == [0, 0, 0] => "discard",
+        0x2001 if (0x10..=0x2f).contains(&s[1]) => "ORCHID",
         // Teredo tunnels to addresses we cannot see.
         0x2001 if s[1] == 0 => "Teredo",
         _ => return None,
@@ -186,6 +198,8 @@ mod tests {
             ("fe80::1", "link-local"),
             ("ff02::1", "multicast"),
             ("2001:db8::1", "documentation"),
+            ("64:ff9b:1::a00:1", "private (local NAT64)"),
+            ("100::1", "discard"),
         ] {
             assert_eq!(refused_range(ip(addr)), Some(range), "{addr}");
         }
@@ -228,7 +242,7 @@ mod tests {
 
     #[test]
     fn allow_listed_hosts_may_be_private() {
-        let targets = WebhookTargets::new(&["127.0.0.1", "[::1]", "Hooks.Internal"]);
+        let targets = WebhookTargets::new(&["127.0.0.1", "[0:0:0:0:0:0:0:1]", "Hooks.Internal"]);
         assert!(targets.check_url("http://127.0.0.1:9/hook").is_ok());
         assert!(targets.check_url("http://[::1]:9/hook").is_ok());
         assert!(targets.check_url("http://127.0.0.2/").is_err(), "only the listed address");

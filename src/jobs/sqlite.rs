@@ -514,7 +514,8 @@ impl JobStore for SqliteStore {
 
     async fn purge_finished(&self, cutoff_ms: i64) -> anyhow::Result<u64> {
         let ended: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at_ms < ? LIMIT 1000",
+            "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at_ms < ?
+               AND (webhook IS NULL OR webhook_state IS NOT NULL) LIMIT 1000",
         )
         .bind(cutoff_ms)
         .fetch_all(&self.pool)

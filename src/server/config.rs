@@ -372,7 +372,20 @@ impl Config {
         anyhow::ensure!(config.header_read_timeout_secs > 0, "header_read_timeout_secs must be at least 1");
         anyhow::ensure!(config.max_connections > 0, "max_connections must be at least 1");
         anyhow::ensure!(config.request_timeout_secs > 0, "request_timeout_secs must be at least 1");
-        anyhow::ensure!(config.webhook_timeout_secs > 0, "webhook_timeout_secs must be at least 1");
+        anyhow::ensure!((1..=300).contains(&config.webhook_timeout_secs), "webhook_timeout_secs must be between 1 and 300");
+        anyhow::ensure!(
+            config.webhook_retry_secs.iter().all(|s| *s <= 7 * 24 * 3600),
+            "each of webhook_retry_secs must be at most 604800 (7 days)"
+        );
+        if config.webhook_secret.is_some() && config.retention_secs > 0 {
+            // Retention must not delete a job whose webhook is still being retried.
+            let retrying: u64 = config.webhook_retry_secs.iter().sum::<u64>() + 2 * config.webhook_timeout_secs + 5;
+            anyhow::ensure!(
+                config.retention_secs > retrying,
+                "retention_secs ({}) must be longer than the webhook retries take ({retrying} s: webhook_retry_secs and timeouts)",
+                config.retention_secs
+            );
+        }
         // A trailing comma must not make the empty string a key.
         let api_keys: Vec<String> = config.api_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
         let config = Config { api_keys, ..config };
@@ -435,5 +448,21 @@ mod tests {
         assert!(Config::from_flags(flags).is_err());
         let flags = Flags::try_parse_from(["easel", "--config", "/nonexistent/easel.toml"]).unwrap();
         assert!(Config::from_flags(flags).is_err());
+    }
+
+    #[test]
+    fn webhook_settings_are_checked() {
+        let load = |args: &[&str]| Config::from_flags(Flags::try_parse_from([&["easel"], args].concat()).unwrap());
+        let secret = "--webhook-secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let config = load(&[secret, "--webhook-allow-hosts=127.0.0.1,hooks.internal", "--webhook-retry-secs=1,2"]).unwrap();
+        assert_eq!((config.webhook_allow_hosts.len(), config.webhook_retry_secs.clone()), (2, vec![1, 2]));
+        assert!(load(&["--webhook-timeout-secs=0"]).is_err());
+        assert!(load(&["--webhook-timeout-secs=301"]).is_err());
+        assert!(load(&["--webhook-retry-secs=5,604801"]).is_err());
+        // Retention shorter than the retries would delete jobs whose webhooks are still due.
+        let short = load(&[secret, "--retention-secs=3600"]).unwrap_err();
+        assert!(short.to_string().contains("webhook retries"), "{short}");
+        assert!(load(&[secret, "--retention-secs=3600", "--webhook-retry-secs=5,60"]).is_ok());
+        assert!(load(&["--retention-secs=60"]).is_ok(), "no secret, no webhooks, no constraint");
     }
 }

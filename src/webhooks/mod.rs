@@ -13,8 +13,6 @@ mod sign;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-
 use crate::api::WebhookTargets;
 use crate::jobs::{now_ms, JobService, WebhookDue, WebhookOutcome};
 
@@ -34,7 +32,7 @@ pub struct WebhookSettings {
 
 /// How often the store is asked for due webhooks.
 const POLL_EVERY: Duration = Duration::from_millis(500);
-/// Attempts under way at once.
+/// Attempts under way at once (per process).
 const CONCURRENCY: usize = 8;
 
 /// Starts sending due webhooks in the background, for as long as the runtime runs.
@@ -43,24 +41,34 @@ pub fn spawn(jobs: JobService, settings: WebhookSettings) -> anyhow::Result<()> 
     // Long enough for an attempt to end before another process may take the webhook over.
     let lease = settings.timeout * 2 + Duration::from_secs(5);
     let retry_after = Arc::new(settings.retry_after);
+    // Each attempt runs in a task of its own, so a slow receiver holds up only its slot (and a
+    // panic ends only its attempt); no more are claimed than there are free slots, so none
+    // waits past its lease.
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let due = match jobs.claim_webhooks(lease, CONCURRENCY as u32 * 4).await {
+            let free = slots.available_permits();
+            if free == 0 {
+                continue;
+            }
+            let due = match jobs.claim_webhooks(lease, free as u32).await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "could not read due webhooks");
                     continue;
                 }
             };
-            futures::stream::iter(due)
-                .for_each_concurrent(CONCURRENCY, |due| {
-                    let (jobs, sender, retry_after) = (jobs.clone(), sender.clone(), retry_after.clone());
-                    async move { deliver(&jobs, &sender, &retry_after, due).await }
-                })
-                .await;
+            for due in due {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let (jobs, sender, retry_after) = (jobs.clone(), sender.clone(), retry_after.clone());
+                tokio::spawn(async move {
+                    deliver(&jobs, &sender, &retry_after, due).await;
+                    drop(slot);
+                });
+            }
         }
     });
     Ok(())
@@ -97,7 +105,7 @@ fn next_step(result: &Attempt, attempt: u32, retry_after: &[Duration], now_ms: i
         Attempt::Delivered(_) => WebhookOutcome::Delivered,
         Attempt::Gone | Attempt::Refused(_) => WebhookOutcome::GaveUp,
         Attempt::Failed(_) => match retry_after.get(attempt.saturating_sub(1) as usize) {
-            Some(wait) => WebhookOutcome::RetryAt(now_ms + wait.as_millis() as i64),
+            Some(wait) => WebhookOutcome::RetryAt(now_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))),
             None => WebhookOutcome::GaveUp,
         },
     }

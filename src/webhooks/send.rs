@@ -60,8 +60,12 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(settings: &WebhookSettings) -> anyhow::Result<Self> {
+        Self::with_resolver(settings, GuardedResolver { targets: settings.targets.clone(), #[cfg(test)] names: Vec::new() })
+    }
+
+    fn with_resolver(settings: &WebhookSettings, resolver: GuardedResolver) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { targets: settings.targets.clone() }))
+            .dns_resolver(Arc::new(resolver))
             .redirect(reqwest::redirect::Policy::none())
             // A proxy would connect on our behalf to addresses the guard never saw.
             .no_proxy()
@@ -115,9 +119,25 @@ impl Sender {
                 let start = read_start(answer).await;
                 Attempt::Failed(format!("HTTP {status}: {start:?}"))
             }
-            Err(e) => Attempt::Failed(describe(&e)),
+            Err(e) => match refused_by_guard(&e) {
+                Some(why) => Attempt::Refused(why),
+                // Without the URL: its query may carry the receiver's token.
+                None => Attempt::Failed(describe(&e.without_url())),
+            },
         }
     }
+}
+
+/// The guard's refusal among a transport error's causes: resolution found a refused address.
+fn refused_by_guard(error: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(refusal) = cause.downcast_ref::<GuardRefusal>() {
+            return Some(refusal.0.clone());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// The first bytes of an answer, for the log.
@@ -132,7 +152,7 @@ async fn read_start(mut answer: reqwest::Response) -> String {
     String::from_utf8_lossy(&start).into_owned()
 }
 
-/// A transport error with its causes (the guard's refusal is one of them).
+/// A transport error with its causes.
 fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -144,19 +164,41 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+/// The guard refused the addresses a name resolved to.
+#[derive(Debug)]
+struct GuardRefusal(String);
+
+impl std::fmt::Display for GuardRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GuardRefusal {}
+
 /// Resolves a webhook's host and hands back its addresses only if every one may be reached.
 struct GuardedResolver {
     targets: WebhookTargets,
+    /// Tests: names answered without DNS (as /etc/hosts would), so that a name resolving to a
+    /// private address needs no outside resolver.
+    #[cfg(test)]
+    names: Vec<(String, std::net::IpAddr)>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let targets = self.targets.clone();
+        #[cfg(test)]
+        let fixed: Vec<SocketAddr> =
+            self.names.iter().filter(|(n, _)| n == name.as_str()).map(|(_, ip)| SocketAddr::new(*ip, 0)).collect();
+        #[cfg(not(test))]
+        let fixed: Vec<SocketAddr> = Vec::new();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addresses: Vec<SocketAddr> =
+                if fixed.is_empty() { tokio::net::lookup_host((host.as_str(), 0)).await?.collect() } else { fixed };
             let ips: Vec<_> = addresses.iter().map(SocketAddr::ip).collect();
-            targets.check_addresses(&host, &ips)?;
+            targets.check_addresses(&host, &ips).map_err(GuardRefusal)?;
             let addrs: Addrs = Box::new(addresses.into_iter());
             Ok(addrs)
         })
@@ -173,22 +215,36 @@ mod tests {
         Job { webhook: Some(webhook.into()), status: Status::Cancelled, ..Job::new(params, "c".into(), None, 1) }
     }
 
-    fn sender(allow: &[&str]) -> Sender {
-        Sender::new(&WebhookSettings {
+    fn settings(allow: &[&str]) -> WebhookSettings {
+        WebhookSettings {
             secret: Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
             targets: WebhookTargets::new(allow),
             retry_after: vec![],
             timeout: Duration::from_secs(2),
-        })
-        .unwrap()
+        }
     }
 
-    /// Names that resolve to loopback are refused after resolution, before any connection.
+    fn sender(allow: &[&str]) -> Sender {
+        Sender::new(&settings(allow)).unwrap()
+    }
+
+    /// A public-looking name that resolves to a private or loopback address is refused after
+    /// resolution, before any connection, and not retried.
     #[tokio::test]
-    async fn a_name_resolving_to_loopback_is_refused_before_connecting() {
-        let attempt = sender(&[]).send(&ended_job("http://localhost.:9/hook")).await;
-        assert!(matches!(&attempt, Attempt::Refused(why) if why.contains("loopback")), "{attempt}");
-        let resolver = GuardedResolver { targets: WebhookTargets::default() };
+    async fn a_name_resolving_to_a_private_address_is_refused_before_connecting() {
+        let names = vec![
+            ("rebind.test".to_string(), "127.0.0.1".parse().unwrap()),
+            ("metadata.test".to_string(), "169.254.169.254".parse().unwrap()),
+        ];
+        let targets = WebhookTargets::default();
+        let settings = WebhookSettings { targets: targets.clone(), ..settings(&[]) };
+        let sender = Sender::with_resolver(&settings, GuardedResolver { targets, names }).unwrap();
+        for (url, range) in [("http://rebind.test:9/hook", "loopback"), ("https://metadata.test/", "metadata")] {
+            let attempt = sender.send(&ended_job(url)).await;
+            assert!(matches!(&attempt, Attempt::Refused(why) if why.contains(range)), "{url}: {attempt}");
+        }
+        // The real resolver, on a name every machine maps to loopback.
+        let resolver = GuardedResolver { targets: WebhookTargets::default(), names: Vec::new() };
         let refused = resolver.resolve("localhost".parse().unwrap()).await.err().expect("refused");
         assert!(refused.to_string().contains("loopback"), "{refused}");
     }
