@@ -13,35 +13,8 @@ jobs=${1:-48}
 secs=${2:-5}
 bin=target/release/easel
 [ -x "$bin" ] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-for tool in redis-server:redis-server wrk:wrk; do
-    command -v "${tool%%:*}" >/dev/null || { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null; }
-done
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Starts `easel ARGS…` with ENV… (as VAR=value words before `--`), waits for its address line.
-start() {
-    local name=$1 log="$work/$1.log"; shift
-    local envs=()
-    while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
-    env "${envs[@]}" RUST_LOG=warn,easel=info "$bin" "$@" >"$log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 200); do
-        addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$log" | head -1)
-        [ -n "$addr" ] && { echo "$addr"; return; }
-        sleep 0.05
-    done
-    echo "$name did not start:" >&2; cat "$log" >&2; exit 1
-}
-
-wait_ready() { for _ in $(seq 200); do curl -sf "http://$1/readyz" >/dev/null && return; sleep 0.05; done; echo "$1 never ready" >&2; exit 1; }
+source scripts/bench-lib.sh
+need redis-server:redis-server wrk:wrk
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --appendonly yes --appendfsync everysec \
@@ -80,13 +53,11 @@ w2=$(start worker2 "${common[@]}" EASEL_WORKER_ADDR=127.0.0.1:0 -- worker); wait
 run_jobs 2 | tee "$work/two"
 
 # Status polling of a finished job: the Redis-backed web process, then a one-process SQLite server.
-id=$(curl -sf "http://$web/api/generate" -H 'content-type: application/json' -d '{"prompt":"poll","steps":2,"width":64,"height":64}' |
-    sed -n 's/.*"jobId":"\([^"]*\)".*/\1/p')
+id=$(submit "$web" '{"prompt":"poll","steps":2,"width":64,"height":64}')
 while ! curl -sf "http://$web/api/status/$id" | grep -q '"completed"'; do sleep 0.05; done
 sqlite=$(start sqlite EASEL_DATA_DIR="$work/sqlite" LEPTOS_SITE_ADDR=127.0.0.1:0 EASEL_READS_PER_SECOND=1000000 EASEL_READ_BURST=1000000 --)
 wait_ready "$sqlite"
-sid=$(curl -sf "http://$sqlite/api/generate" -H 'content-type: application/json' -d '{"prompt":"poll","steps":2,"width":64,"height":64}' |
-    sed -n 's/.*"jobId":"\([^"]*\)".*/\1/p')
+sid=$(submit "$sqlite" '{"prompt":"poll","steps":2,"width":64,"height":64}')
 while ! curl -sf "http://$sqlite/api/status/$sid" | grep -q '"completed"'; do sleep 0.05; done
 poll() { wrk -t2 -c100 -d"${secs}s" --latency "http://$1/api/status/$2" | awk -v s="$3" '/Requests\/sec/ {r=$2} /99%/ {p=$2} /50%/ {m=$2} END {printf "status polling, %-6s store: %9.0f req/s  p50 %s  p99 %s\n", s, r, m, p}'; }
 poll "$sqlite" "$sid" sqlite | tee "$work/sqlite-poll"
