@@ -7,10 +7,11 @@
 # Concurrent event streams and bytes per stream: `cargo run --release --example sse_bench`.
 #
 #   bash scripts/bench-serving.sh [SECONDS]      default: 5 s of wrk per route
+#   EASEL_BIN=/path/to/easel bash scripts/bench-serving.sh    another build (a before/after pair)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
-bin=target/release/easel
+bin=${EASEL_BIN:-target/release/easel}
 [ -x "$bin" ] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
 source scripts/bench-lib.sh
 need wrk:wrk

@@ -65,7 +65,12 @@ pub async fn cancel_job(job_id: String) -> Result<JobView, ApiError> {
 #[server(prefix = "/sfn", endpoint = "recent")]
 pub async fn recent_jobs() -> Result<Vec<JobView>, ApiError> {
     use self::ssr::*;
-    jobs()?.recent(client().await?.visitor.as_deref()).await
+    let client = client().await?;
+    if client.new_visitor {
+        // A first visit (no cookie yet) has no history: no store read.
+        return Ok(Vec::new());
+    }
+    jobs()?.recent(client.visitor.as_deref()).await
 }
 
 #[server(prefix = "/sfn", endpoint = "models")]

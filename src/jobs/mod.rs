@@ -7,6 +7,7 @@
 //! them, so that a kind is the same string in the database, JSON, server functions and SSE.
 
 mod engine_painter;
+mod hot;
 mod job;
 mod redis;
 mod service;

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use uuid::Uuid;
 
 use super::store::{EnqueueLimits, Enqueued, Idempotency, JobCounts, JobStore, WebhookDue, WebhookOutcome};
+use super::hot::HotViews;
 use super::{Job, Status};
 use crate::api::{resolve_params, ApiError, ErrorKind, GenerateParams, JobView, ModelSummary, WebhookTargets};
 
@@ -19,6 +20,8 @@ use crate::api::{resolve_params, ApiError, ErrorKind, GenerateParams, JobView, M
 pub struct Client {
     pub ip: IpAddr,
     pub visitor: Option<String>,
+    /// The visitor id was made for this request (no cookie came): it has no history yet.
+    pub new_visitor: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +65,10 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// Where webhooks may go; unset: this server sends none (no signing secret).
     webhook_targets: OnceLock<WebhookTargets>,
+    /// Views that status reads answer from memory.
+    hot: HotViews,
+    /// How long ended jobs are kept (unset: for good).
+    retention: OnceLock<Duration>,
 }
 
 /// How long an `Idempotency-Key` names its job.
@@ -111,7 +118,7 @@ impl JobService {
                 limits,
                 models,
                 default_model,
-                changes,
+                changes: changes.clone(),
                 work: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 stuck: AtomicBool::new(false),
@@ -120,6 +127,8 @@ impl JobService {
                 ready: AtomicBool::new(false),
                 shutdown,
                 webhook_targets: OnceLock::new(),
+                hot: HotViews::new(changes.subscribe()),
+                retention: OnceLock::new(),
             }),
         }
     }
@@ -232,9 +241,20 @@ impl JobService {
         self.inner.store.webhook_attempted(id, outcome).await
     }
 
+    /// The job as it stands: from memory when held and still true (see `hot`), else the store.
     pub async fn status(&self, id: &str) -> Result<JobView, ApiError> {
+        let uuid = parse_id(id)?;
+        if let Some(view) = self.inner.hot.get(uuid, now_ms()) {
+            return Ok(view);
+        }
         let job = self.job(id).await?;
-        self.view(&job).await.map_err(|e| internal("reading a job", e))
+        let view = self.view(&job).await.map_err(|e| internal("reading a job", e))?;
+        let expires_at_ms = match (job.finished_at_ms, self.inner.retention.get()) {
+            (Some(finished), Some(retention)) => Some(finished + retention.as_millis() as i64),
+            _ => None,
+        };
+        self.inner.hot.put(uuid, &view, expires_at_ms);
+        Ok(view)
     }
 
     /// Waits until the job has ended (or `within` has passed: `timeout`) and answers it.
@@ -368,6 +388,7 @@ impl JobService {
 
     /// Retention, in the background: jobs that ended more than `retention` ago are deleted.
     pub fn spawn_retention(&self, retention: Duration) {
+        let _ = self.inner.retention.set(retention);
         let jobs = self.clone();
         let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
         tokio::spawn(async move {
@@ -377,7 +398,10 @@ impl JobService {
                 let cutoff = now_ms() - retention.as_millis() as i64;
                 match jobs.inner.store.purge_finished(cutoff).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "retention deleted finished jobs"),
+                    Ok(n) => {
+                        jobs.inner.hot.clear();
+                        tracing::info!(deleted = n, "retention deleted finished jobs");
+                    }
                     Err(e) => tracing::error!(error = format!("{e:#}"), "retention failed"),
                 }
             }

@@ -340,7 +340,7 @@ mod tests {
         let limits = QueueLimits { max_queued: 10, max_active_per_client: 10, max_active_per_visitor: 10, history_len: 10 };
         let service = JobService::new(Arc::new(store), limits, vec![model()], "tiny".into());
         let handle = Worker::spawn(service.clone(), Box::new(Hangs(4)), "tiny".into(), Duration::from_secs(1), Handle::current()).unwrap();
-        let client = Client { ip: "127.0.0.1".parse().unwrap(), visitor: None };
+        let client = Client { ip: "127.0.0.1".parse().unwrap(), visitor: None, new_visitor: false };
         let started = Instant::now();
         let id = service.submit(&GenerateParams { prompt: "a fox".into(), ..Default::default() }, &client).await.unwrap().job_id;
         // The time limit (1 s) plus the watchdog's margin (1 s), long before the step ends (4 s).
@@ -376,7 +376,7 @@ mod tests {
         let broken = ModelSummary { name: "broken".into(), ..model() };
         let service = JobService::new(Arc::new(store), limits, vec![model(), broken], "tiny".into());
         let handle = Worker::spawn(service.clone(), Box::new(Flaky), "tiny".into(), Duration::from_secs(10), Handle::current()).unwrap();
-        let client = Client { ip: "127.0.0.1".parse().unwrap(), visitor: None };
+        let client = Client { ip: "127.0.0.1".parse().unwrap(), visitor: None, new_visitor: false };
         let submit = |prompt: &str, model: &str| GenerateParams { prompt: prompt.into(), model: Some(model.into()), ..Default::default() };
         let mut ids = Vec::new();
         for (prompt, model) in [("any", "broken"), ("please panic", "tiny"), ("a fox", "tiny")] {

@@ -144,7 +144,7 @@ pub async fn identify(
         Some(v) => (v, false),
         None => (uuid::Uuid::new_v4().to_string(), true),
     };
-    req.extensions_mut().insert(Client { ip, visitor: Some(visitor.clone()) });
+    req.extensions_mut().insert(Client { ip, visitor: Some(visitor.clone()), new_visitor: is_new });
     let mut response = next.run(req).await;
     if is_new && !cacheable {
         let cookie = Cookie::build((VISITOR_COOKIE, visitor))
