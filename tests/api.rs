@@ -346,6 +346,25 @@ fn history_follows_the_visitor_cookie() {
     // Someone else's history is their own.
     let theirs: Value = client().post(server.url("/sfn/recent")).send().unwrap().json().unwrap();
     assert_eq!(theirs.as_array().unwrap().len(), 0);
+
+    // The page itself: the returning visitor's shows its history; first visits (served from
+    // memory after the first) show none, each with a cookie of its own.
+    let returning = browser.get(server.url("/")).send().unwrap().text().unwrap();
+    assert!(!returning.contains("history-empty") && returning.contains(ids[1].as_str()), "{returning}");
+    let firsts: Vec<(String, String)> = (0..3)
+        .map(|_| {
+            let page = client().get(server.url("/")).send().unwrap();
+            assert_eq!(page.status(), 200);
+            let cookie = page.headers().get("set-cookie").expect("a first visit gets a cookie").to_str().unwrap().to_string();
+            (cookie, page.text().unwrap())
+        })
+        .collect();
+    for (cookie, page) in &firsts {
+        assert!(page.contains("<form") && page.contains("history-empty") && !page.contains(ids[0].as_str()), "{page}");
+        assert_eq!(page.len(), firsts[0].1.len(), "every first visit gets the same page");
+        assert!(cookie.starts_with("easel_visitor="));
+    }
+    assert_ne!(firsts[1].0, firsts[2].0, "each first visit is a visitor of its own");
 }
 
 #[test]

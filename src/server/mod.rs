@@ -10,6 +10,7 @@ mod handlers;
 mod listen;
 mod openai;
 mod openapi;
+mod page_cache;
 mod rate_limit;
 mod router;
 mod state;

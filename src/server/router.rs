@@ -22,7 +22,7 @@ use super::config::Config;
 use super::rate_limit::{Limits, Rule};
 use super::state::{AppState, MinFreeDisk};
 use crate::jobs::JobService;
-use super::{client, error, handlers, openai, openapi};
+use super::{client, error, handlers, openai, openapi, page_cache};
 use crate::api::SUBMIT_FN_PATH;
 use crate::app::{shell, App};
 
@@ -72,7 +72,9 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
     let routes = generate_route_list_with_exclusions(App, Some(excluded));
     let options = state.leptos_options.clone();
     // Pages (not their static files) and metrics count as reads too.
-    let pages = Router::new().leptos_routes_with_context(&state, routes, server_fn_context, move || shell(options.clone()));
+    let pages = Router::new()
+        .leptos_routes_with_context(&state, routes, server_fn_context, move || shell(options.clone()))
+        .layer(from_fn_with_state(page_cache::FirstVisitPage::default(), page_cache::first_visit_page));
     let pages = limits.apply(pages, Rule::reads(config.reads_per_second, config.read_burst));
     let site = pages.fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
     let metrics = limits.apply(Router::new().route("/metrics", get(handlers::metrics)), Rule::reads(config.reads_per_second, config.read_burst));
