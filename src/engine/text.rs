@@ -25,7 +25,11 @@ pub(super) struct PromptTokenizer {
 }
 
 impl PromptTokenizer {
-    pub fn new(tokenizer: Tokenizer, arch: &ClipArch) -> std::result::Result<Self, String> {
+    pub fn new(mut tokenizer: Tokenizer, arch: &ClipArch) -> std::result::Result<Self, String> {
+        // Some tokenizer.json files pad or truncate on their own (to 77, say, with their own pad
+        // token): easel adds BOS/EOS, cuts and pads itself, so those settings must not act first.
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| format!("its truncation cannot be turned off: {e}"))?;
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
@@ -242,4 +246,47 @@ fn causal_mask(n: usize, dev: &Device) -> Result<Tensor> {
 pub(super) fn ids_tensor(ids: Vec<u32>, dev: &Device) -> Result<Tensor> {
     let n = ids.len();
     Tensor::from_vec(ids, (1, n), dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::{PaddingParams, PaddingStrategy, TruncationParams};
+
+    fn arch() -> ClipArch {
+        ClipArch {
+            vocab_size: 757,
+            embed_dim: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            max_position_embeddings: 77,
+            activation: Activation::QuickGelu,
+            projection_dim: 32,
+            pad_with: None,
+        }
+    }
+
+    fn tiny_tokenizer() -> Tokenizer {
+        Tokenizer::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny/tokenizer.json")).unwrap()
+    }
+
+    /// A tokenizer.json that pads (with another token) and truncates on its own gives the same
+    /// ids as one that does not: easel's BOS, tokens, EOS and padding, and its own cut.
+    #[test]
+    fn the_tokenizer_files_own_padding_and_truncation_are_ignored() {
+        let plain = PromptTokenizer::new(tiny_tokenizer(), &arch()).unwrap();
+        let mut configured = tiny_tokenizer();
+        configured.with_padding(Some(PaddingParams { strategy: PaddingStrategy::Fixed(90), pad_id: 3, ..Default::default() }));
+        configured.with_truncation(Some(TruncationParams { max_length: 5, ..Default::default() })).unwrap();
+        let configured = PromptTokenizer::new(configured, &arch()).unwrap();
+        let long = "a red fox in a green field under a blue sky ".repeat(10);
+        for prompt in ["a red fox", long.as_str()] {
+            let ids = plain.encode(prompt).unwrap();
+            assert_eq!(ids.len(), 77);
+            assert_eq!(configured.encode(prompt).unwrap(), ids, "{prompt:?}");
+        }
+        let short = plain.encode("a red fox").unwrap();
+        assert_eq!((short[0], *short.last().unwrap()), (plain.bos, plain.eos), "BOS first, EOS padding last");
+    }
 }
