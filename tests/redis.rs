@@ -79,6 +79,44 @@ mod redis_store {
         wait_completed_total(&refs, 1 + ids.len() as u64, Duration::from_secs(10));
     }
 
+    /// Two web processes both send webhooks from the shared store: each ended job's webhook
+    /// arrives once (the lease keeps the other sender off), signed, whichever process took
+    /// the job, and a failed first attempt is retried by either.
+    #[test]
+    fn webhooks_from_a_shared_store_arrive_once_each() {
+        let redis = RedisServer::start();
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let hooks = with(
+            WEB,
+            &[("EASEL_WEBHOOK_SECRET", secret), ("EASEL_WEBHOOK_ALLOW_HOSTS", "127.0.0.1"), ("EASEL_WEBHOOK_RETRY_SECS", "1,1,1,1")],
+        );
+        let webs = [Easel::web("web1", &redis, &hooks), Easel::web("web2", &redis, &hooks)];
+        let _worker = Easel::worker("worker", &redis, WORKER);
+        let receiver = super::common::webhooks::Receiver::start(0, secret, 1);
+
+        let ids: Vec<String> = (0..4)
+            .map(|i| {
+                let body = json!({"prompt": format!("hooked {i}"), "width": 64, "height": 64, "steps": 2, "seed": i, "webhook": receiver.hook_url()});
+                webs[i % 2].submit_ok(&body)
+            })
+            .collect();
+        for id in &ids {
+            webs[0].wait_for(id, JOB, is_terminal);
+        }
+        // One 500 (retried), then one delivery per job.
+        let log = receiver.wait_for(ids.len() + 1, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(3));
+        let log = receiver.wait_for(log.len(), Duration::ZERO);
+        let delivered: Vec<&Value> = log.iter().filter(|d| d["answered"] == 204).collect();
+        assert_eq!(log.len(), ids.len() + 1, "a webhook was sent twice: {log:?}");
+        let mut jobs: Vec<&str> = delivered.iter().map(|d| d["data"]["jobId"].as_str().unwrap()).collect();
+        jobs.sort();
+        let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+        expected.sort();
+        assert_eq!(jobs, expected);
+        assert!(log.iter().all(|d| d["verified"] == true && d["type"] == "job.completed"), "{log:?}");
+    }
+
     #[test]
     fn a_worker_killed_mid_job_is_replaced_and_nothing_runs_twice() {
         let redis = RedisServer::start();

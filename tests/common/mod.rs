@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod redis;
+pub mod webhooks;
 
 pub struct Server {
     child: Child,
