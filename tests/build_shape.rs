@@ -17,7 +17,7 @@ fn server_only_crates_stay_out_of_the_wasm_build() {
     assert!(crates.contains(&"leptos"), "unexpected tree:\n{tree}");
     for server_only in [
         "tokio", "axum", "leptos_axum", "sqlx", "candle-core", "candle-nn", "candle-transformers", "tokenizers",
-        "image", "png", "redis", "tower_governor", "hf-hub", "metrics-exporter-prometheus", "reqwest", "mimalloc",
+        "image", "png", "redis", "tower_governor", "hf-hub", "metrics-exporter-prometheus", "reqwest",
     ] {
         assert!(!crates.contains(&server_only), "{server_only} is in the WASM dependency tree");
     }
