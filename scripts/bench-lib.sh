@@ -13,7 +13,13 @@ need() {
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# `start` runs in a command substitution (a subshell): it leaves its process ids in files here.
+cleanup() {
+    # SIGKILL: a graceful stop would let a bench job finish painting first.
+    for p in "${pids[@]}" $(cat "$work"/*.pid 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -24,7 +30,7 @@ start() {
     local envs=()
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
     env "${envs[@]}" RUST_LOG=warn,easel=info "$bin" "$@" >"$log" 2>&1 &
-    pids+=($!)
+    echo $! >"$work/$name.pid"
     for _ in $(seq 200); do
         addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$log" | head -1)
         [ -n "$addr" ] && { echo "$addr"; return; }
