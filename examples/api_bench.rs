@@ -39,6 +39,17 @@ fn report(what: &str, mut latencies: Vec<Duration>, errors: u64, elapsed: Durati
     );
 }
 
+/// Every task's latencies and error count together, and the time since `started`.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>, started: Instant) -> (Vec<Duration>, u64, Duration) {
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (ok, e) = task.await.expect("bench task");
+        all.extend(ok);
+        errors += e;
+    }
+    (all, errors, started.elapsed())
+}
+
 /// Runs `workers` tasks that each repeat `request` until `secs` pass; collects latencies.
 async fn hammer<F, Fut>(workers: u64, secs: u64, request: F) -> (Vec<Duration>, u64, Duration)
 where
@@ -66,13 +77,7 @@ where
         .collect();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for task in tasks {
-        let (ok, e) = task.await.expect("bench task");
-        all.extend(ok);
-        errors += e;
-    }
-    (all, errors, started.elapsed())
+    gather(tasks, started).await
 }
 
 /// `pollers` tasks, each with a connection of its own, each sending `request` once every
@@ -105,13 +110,7 @@ async fn open_loop(pollers: u64, period: Duration, secs: u64, url: Arc<String>) 
             })
         })
         .collect();
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for task in tasks {
-        let (ok, e) = task.await.expect("bench task");
-        all.extend(ok);
-        errors += e;
-    }
-    (all, errors, started.elapsed())
+    gather(tasks, started).await
 }
 
 #[tokio::main]
