@@ -187,7 +187,7 @@ impl JobService {
         match outcome {
             Enqueued::Existing(id) => {
                 // Retention may have deleted the job before its key lapsed: 410 expired.
-                let earlier = self.job(&id.to_string()).await?;
+                let earlier = self.job(id).await?;
                 let mut view = self.view(&earlier).await.map_err(|e| internal("reading a job", e))?;
                 view.cancel_token = earlier.cancel_token.clone();
                 Ok(view)
@@ -247,7 +247,7 @@ impl JobService {
         if let Some(view) = self.inner.hot.get(uuid, now_ms()) {
             return Ok(view);
         }
-        let job = self.job(id).await?;
+        let job = self.job(uuid).await?;
         let view = self.view(&job).await.map_err(|e| internal("reading a job", e))?;
         let expires_at_ms = match (job.finished_at_ms, self.inner.retention.get()) {
             (Some(finished), Some(retention)) => Some(finished + retention.as_millis() as i64),
@@ -286,7 +286,7 @@ impl JobService {
     /// Cancels a queued job at once, or a processing one within a denoising step. Only its
     /// submitter may: the same visitor cookie, or the `cancelToken` the submit answered with.
     pub async fn cancel(&self, id: &str, visitor: Option<&str>, token: Option<&str>) -> Result<JobView, ApiError> {
-        let owned = self.job(id).await?;
+        let owned = self.job(parse_id(id)?).await?;
         if !owned.may_cancel(visitor, token) {
             return Err(ApiError::new(
                 ErrorKind::Forbidden,
@@ -366,8 +366,7 @@ impl JobService {
         self.inner.ready.load(Ordering::SeqCst)
     }
 
-    async fn job(&self, id: &str) -> Result<Job, ApiError> {
-        let id = parse_id(id)?;
+    async fn job(&self, id: Uuid) -> Result<Job, ApiError> {
         match found(self.inner.store.get(id).await, "job") {
             Err(e) if e.kind == ErrorKind::NotFound => Err(self.gone_or(id, e).await),
             other => other,

@@ -55,7 +55,7 @@ pub async fn generate(
         (status = 200, description = "The job", body = JobView),
         (status = 404, description = "No such job", body = ApiError),
         (status = 410, description = "Deleted after the retention time", body = ApiError),
-        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+        (status = 429, description = "Rate limited", body = ApiError)
     )
 )]
 pub async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
@@ -78,7 +78,7 @@ pub async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Re
         (status = 403, description = "Not the submitter's job", body = ApiError),
         (status = 404, description = "No such job", body = ApiError),
         (status = 410, description = "Deleted after the retention time", body = ApiError),
-        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+        (status = 429, description = "Rate limited", body = ApiError)
     )
 )]
 pub async fn cancel(
@@ -104,7 +104,7 @@ pub struct CancelQuery {
     tag = "jobs",
     responses(
         (status = 200, description = "The models offered and their limits", body = Vec<ModelSummary>),
-        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+        (status = 429, description = "Rate limited", body = ApiError)
     )
 )]
 pub async fn models(State(state): State<AppState>) -> Json<Vec<ModelSummary>> {
@@ -122,7 +122,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Vec<ModelSummary>> {
         (status = 304, description = "Not modified"),
         (status = 404, description = "No such job", body = ApiError),
         (status = 410, description = "Deleted after the retention time", body = ApiError),
-        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+        (status = 429, description = "Rate limited", body = ApiError)
     )
 )]
 pub async fn image(State(state): State<AppState>, Path(file): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -152,7 +152,7 @@ pub async fn image(State(state): State<AppState>, Path(file): Path<String>, head
     responses(
         (status = 200, description = "The running job's latest preview", content_type = "image/png"),
         (status = 404, description = "No such job", body = ApiError),
-        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+        (status = 429, description = "Rate limited", body = ApiError)
     )
 )]
 pub async fn preview(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -171,8 +171,8 @@ pub async fn preview(State(state): State<AppState>, Path(id): Path<String>) -> R
         (status = 200, description = "Events queued, progress, completed, failed, cancelled; data: the job", content_type = "text/event-stream"),
         (status = 404, description = "No such job", body = ApiError),
         (status = 410, description = "Deleted after the retention time", body = ApiError),
-        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError),
-        (status = 503, description = "Queue full, or not ready", body = ApiError)
+        (status = 429, description = "Rate limited, or too many open event streams from this client", body = ApiError),
+        (status = 503, description = "Too many open event streams in all, or shutting down", body = ApiError)
     )
 )]
 pub async fn events(
@@ -225,7 +225,7 @@ pub async fn readyz(State(jobs): State<JobService>, State(min_free): State<MinFr
     tag = "operations",
     responses(
         (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        (status = 429, description = "Rate limited, or too many active jobs", body = ApiError)
+        (status = 429, description = "Rate limited", body = ApiError)
     )
 )]
 pub async fn metrics(State(jobs): State<JobService>, State(handle): State<PrometheusHandle>) -> Response {

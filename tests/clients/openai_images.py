@@ -187,26 +187,16 @@ def main(base, key):
     ok(f"{what}: painted by the default model ({model})")
 
     # 4. Refusals, in OpenAI's error shape.
-    what = "empty prompt"
-    e = expect_error(
-        openai.BadRequestError, 400, "invalid_prompt", what,
-        lambda: client.images.generate(prompt="", model="tiny", size="64x64", extra_body=FAST),
-    )
-    ok(f"{what}: 400 {e.code} ({e.body.get('message')!r})")
-
-    what = "size=3x3"
-    e = expect_error(
-        openai.BadRequestError, 400, "invalid_params", what,
-        lambda: client.images.generate(prompt=prompt, model="tiny", size="3x3", extra_body=FAST),
-    )
-    ok(f"{what}: 400 {e.code} ({e.body.get('message')!r})")
-
-    what = "n=5"
-    e = expect_error(
-        openai.BadRequestError, 400, None, what,
-        lambda: client.images.generate(prompt=prompt, model="tiny", n=5, size="64x64", extra_body=FAST),
-    )
-    ok(f"{what}: 400 {e.code} ({e.body.get('message')!r})")
+    for what, code, args in [
+        ("empty prompt", "invalid_prompt", dict(prompt="", size="64x64")),
+        ("size=3x3", "invalid_params", dict(prompt=prompt, size="3x3")),
+        ("n=5", None, dict(prompt=prompt, n=5, size="64x64")),
+    ]:
+        e = expect_error(
+            openai.BadRequestError, 400, code, what,
+            lambda: client.images.generate(model="tiny", extra_body=FAST, **args),
+        )
+        ok(f"{what}: 400 {e.code} ({e.body.get('message')!r})")
 
     what = "wrong API key"
     wrong = OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0, timeout=120)
