@@ -12,6 +12,7 @@
 //! step ([`preview_due`]); it is the model's current estimate of the clean latents projected to
 //! RGB by a fixed linear map, at latent resolution (`width / 8` x `height / 8`).
 
+mod attention;
 mod pipeline;
 mod png;
 mod preview;

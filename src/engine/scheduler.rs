@@ -174,7 +174,10 @@ mod tests {
         assert!(!one.needs_noise(0));
         let plain = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, 4);
         assert_eq!(plain.timesteps(), euler.timesteps());
-        assert!((0..3).all(|i| !plain.needs_noise(i)) && euler.needs_noise(0), "only the ancestral one draws noise");
+        assert!(
+            (0..3).all(|i| !plain.needs_noise(i)) && euler.needs_noise(0),
+            "only the ancestral one draws noise"
+        );
         // sigma at t = 999 for SD's betas is about 14.6.
         assert!(
             (euler.init_noise_sigma() - 14.6).abs() < 0.1,
@@ -194,7 +197,11 @@ mod tests {
         let (s0, s1) = (schedule.sigmas[0], schedule.sigmas[1]);
         let out = schedule.step(0, &eps, &sample, None).unwrap();
         let got: Vec<f32> = out.prev.to_vec1().unwrap();
-        let want: Vec<f32> = [1.0f64, -2.0, 0.5].iter().zip([0.1f64, 0.2, -0.3]).map(|(x, e)| (x + (s1 - s0) * e) as f32).collect();
+        let want: Vec<f32> = [1.0f64, -2.0, 0.5]
+            .iter()
+            .zip([0.1f64, 0.2, -0.3])
+            .map(|(x, e)| (x + (s1 - s0) * e) as f32)
+            .collect();
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
         }

@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn as nn;
 use tokenizers::Tokenizer;
 
+use super::attention::{softmax_last_dim, LayerNorm};
 use super::spec::{Activation, ClipArch};
 
 const BOS: &str = "<|startoftext|>";
@@ -29,7 +30,9 @@ impl PromptTokenizer {
         // Some tokenizer.json files pad or truncate on their own (to 77, say, with their own pad
         // token): easel adds BOS/EOS, cuts and pads itself, so those settings must not act first.
         tokenizer.with_padding(None);
-        tokenizer.with_truncation(None).map_err(|e| format!("its truncation cannot be turned off: {e}"))?;
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| format!("its truncation cannot be turned off: {e}"))?;
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
@@ -85,12 +88,12 @@ impl PromptTokenizer {
 }
 
 struct Layer {
-    ln1: nn::LayerNorm,
+    ln1: LayerNorm,
     q: nn::Linear,
     k: nn::Linear,
     v: nn::Linear,
     out: nn::Linear,
-    ln2: nn::LayerNorm,
+    ln2: LayerNorm,
     fc1: nn::Linear,
     fc2: nn::Linear,
 }
@@ -99,10 +102,11 @@ pub(super) struct ClipText {
     token_embedding: nn::Embedding,
     position_embedding: Tensor,
     layers: Vec<Layer>,
-    final_ln: nn::LayerNorm,
+    final_ln: LayerNorm,
     projection: Option<nn::Linear>,
     heads: usize,
     activation: Activation,
+    trainable: bool,
 }
 
 /// What one encoder pass gives.
@@ -134,24 +138,26 @@ impl ClipText {
         let position_embedding = emb
             .pp("position_embedding")
             .get((c.max_position_embeddings, c.embed_dim), "weight")?;
+        // Built from variables (the training tool): gradients need the plain-op kernels.
+        let trainable = position_embedding.is_variable();
         let d = c.embed_dim;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let vb = vb.pp(format!("encoder.layers.{i}"));
                 let att = vb.pp("self_attn");
                 Ok(Layer {
-                    ln1: nn::layer_norm(d, 1e-5, vb.pp("layer_norm1"))?,
+                    ln1: LayerNorm::new(d, 1e-5, vb.pp("layer_norm1"))?,
                     q: nn::linear(d, d, att.pp("q_proj"))?,
                     k: nn::linear(d, d, att.pp("k_proj"))?,
                     v: nn::linear(d, d, att.pp("v_proj"))?,
                     out: nn::linear(d, d, att.pp("out_proj"))?,
-                    ln2: nn::layer_norm(d, 1e-5, vb.pp("layer_norm2"))?,
+                    ln2: LayerNorm::new(d, 1e-5, vb.pp("layer_norm2"))?,
                     fc1: nn::linear(d, c.intermediate_size, vb.pp("mlp.fc1"))?,
                     fc2: nn::linear(c.intermediate_size, d, vb.pp("mlp.fc2"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let final_ln = nn::layer_norm(d, 1e-5, vb.pp("final_layer_norm"))?;
+        let final_ln = LayerNorm::new(d, 1e-5, vb.pp("final_layer_norm"))?;
         Ok(Self {
             token_embedding,
             position_embedding,
@@ -160,6 +166,7 @@ impl ClipText {
             projection,
             heads: c.num_attention_heads,
             activation: c.activation,
+            trainable,
         })
     }
 
@@ -177,7 +184,7 @@ impl ClipText {
         let k = split(l.k.forward(xs)?)?;
         let v = split(l.v.forward(xs)?)?;
         let att = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let att = nn::ops::softmax_last_dim(&att)?;
+        let att = softmax_last_dim(&att, self.trainable)?;
         let out = att
             .matmul(&v)?
             .to_dtype(xs.dtype())?
@@ -268,7 +275,11 @@ mod tests {
     }
 
     fn tiny_tokenizer() -> Tokenizer {
-        Tokenizer::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny/tokenizer.json")).unwrap()
+        Tokenizer::from_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/tiny/tokenizer.json"
+        ))
+        .unwrap()
     }
 
     /// A tokenizer.json that pads (with another token) and truncates on its own gives the same
@@ -277,8 +288,17 @@ mod tests {
     fn the_tokenizer_files_own_padding_and_truncation_are_ignored() {
         let plain = PromptTokenizer::new(tiny_tokenizer(), &arch()).unwrap();
         let mut configured = tiny_tokenizer();
-        configured.with_padding(Some(PaddingParams { strategy: PaddingStrategy::Fixed(90), pad_id: 3, ..Default::default() }));
-        configured.with_truncation(Some(TruncationParams { max_length: 5, ..Default::default() })).unwrap();
+        configured.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(90),
+            pad_id: 3,
+            ..Default::default()
+        }));
+        configured
+            .with_truncation(Some(TruncationParams {
+                max_length: 5,
+                ..Default::default()
+            }))
+            .unwrap();
         let configured = PromptTokenizer::new(configured, &arch()).unwrap();
         let long = "a red fox in a green field under a blue sky ".repeat(10);
         for prompt in ["a red fox", long.as_str()] {
@@ -287,6 +307,10 @@ mod tests {
             assert_eq!(configured.encode(prompt).unwrap(), ids, "{prompt:?}");
         }
         let short = plain.encode("a red fox").unwrap();
-        assert_eq!((short[0], *short.last().unwrap()), (plain.bos, plain.eos), "BOS first, EOS padding last");
+        assert_eq!(
+            (short[0], *short.last().unwrap()),
+            (plain.bos, plain.eos),
+            "BOS first, EOS padding last"
+        );
     }
 }

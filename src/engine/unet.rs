@@ -1,33 +1,66 @@
-//! The denoising UNet, composed from candle's public Stable Diffusion building blocks.
+//! The denoising UNet in diffusers' weight layout, composed from candle's resnet and embedding
+//! blocks and our own transformer (`attention.rs`, trainable).
 //!
 //! candle's own `UNet2DConditionModel` has no addition embedding, so SDXL's pooled text
-//! embedding and micro-conditioning (time ids) would be ignored. This composition follows the
-//! same diffusers weight layout and adds `add_embedding` (diffusers' `addition_embed_type =
-//! "text_time"`) when the architecture asks for it.
+//! embedding and micro-conditioning (time ids) would be ignored; this composition adds
+//! `add_embedding` (diffusers' `addition_embed_type = "text_time"`) when the architecture asks
+//! for it, and uses the model's `norm_num_groups` everywhere, as diffusers does.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn as nn;
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    CrossAttnDownBlock2D, CrossAttnDownBlock2DConfig, CrossAttnUpBlock2D, CrossAttnUpBlock2DConfig,
-    DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig,
-    UpBlock2D, UpBlock2DConfig,
-};
+use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 
+use super::attention::{SpatialTransformer, TransformerConfig};
 use super::spec::UNetArch;
 
 const NORM_EPS: f64 = 1e-5;
-// No flash-attn: the feature cannot be built here and passing `true` without it panics.
-const USE_FLASH_ATTN: bool = false;
 
-enum Down {
-    Plain(DownBlock2D),
-    Cross(CrossAttnDownBlock2D),
+/// A level going down: resnets, each followed by a transformer when the level has attention,
+/// then a stride-2 convolution except at the bottom.
+struct Down {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<SpatialTransformer>,
+    downsample: Option<nn::Conv2d>,
 }
 
-enum Up {
-    Plain(UpBlock2D),
-    Cross(CrossAttnUpBlock2D),
+/// A level going up: resnets over the skip connections, transformers, then nearest 2x + conv.
+struct Up {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<SpatialTransformer>,
+    upsample: Option<nn::Conv2d>,
+}
+
+struct Mid {
+    first: ResnetBlock2D,
+    attention: SpatialTransformer,
+    second: ResnetBlock2D,
+}
+
+fn resnet(
+    vb: nn::VarBuilder,
+    in_ch: usize,
+    out_ch: usize,
+    temb: usize,
+    groups: usize,
+) -> Result<ResnetBlock2D> {
+    let cfg = ResnetBlock2DConfig {
+        out_channels: Some(out_ch),
+        temb_channels: Some(temb),
+        groups,
+        eps: NORM_EPS,
+        ..Default::default()
+    };
+    ResnetBlock2D::new(vb, in_ch, cfg)
+}
+
+fn conv3(vb: nn::VarBuilder, in_ch: usize, out_ch: usize, stride: usize) -> Result<nn::Conv2d> {
+    let cfg = nn::Conv2dConfig {
+        padding: 1,
+        stride,
+        ..Default::default()
+    };
+    nn::conv2d(in_ch, out_ch, 3, cfg, vb)
 }
 
 /// SDXL's "text_time" addition embedding.
@@ -51,7 +84,7 @@ pub(super) struct UNet {
     time_embedding: TimestepEmbedding,
     add_embedding: Option<AddEmbedding>,
     down: Vec<Down>,
-    mid: UNetMidBlock2DCrossAttn,
+    mid: Mid,
     up: Vec<Up>,
     norm_out: nn::GroupNorm,
     conv_out: nn::Conv2d,
@@ -64,11 +97,7 @@ impl UNet {
         let ch0 = arch.blocks[0].channels;
         let ch_last = arch.blocks[n - 1].channels;
         let temb = ch0 * 4;
-        let conv3 = nn::Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let conv_in = nn::conv2d(4, ch0, 3, conv3, vb.pp("conv_in"))?;
+        let conv_in = conv3(vb.pp("conv_in"), 4, ch0, 1)?;
         let time_proj = Timesteps::new(ch0, true, 0.0);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), ch0, temb)?;
         let add_embedding = match arch.addition_time_embed_dim {
@@ -83,64 +112,71 @@ impl UNet {
             None => None,
         };
 
+        let groups = arch.norm_num_groups;
+        let transformer = |heads: usize, depth: usize| TransformerConfig {
+            heads,
+            depth,
+            groups,
+            context_dim: arch.cross_attention_dim,
+            linear_projection: arch.use_linear_projection,
+        };
         let mut down = Vec::with_capacity(n);
         for (i, b) in arch.blocks.iter().enumerate() {
             let vb = vb.pp(format!("down_blocks.{i}"));
-            let in_ch = if i == 0 {
+            let mut in_ch = if i == 0 {
                 ch0
             } else {
                 arch.blocks[i - 1].channels
             };
-            let cfg = DownBlock2DConfig {
-                num_layers: arch.layers_per_block,
-                resnet_eps: NORM_EPS,
-                resnet_groups: arch.norm_num_groups,
-                add_downsample: i + 1 < n,
-                downsample_padding: 1,
-                ..Default::default()
-            };
-            down.push(if b.transformer_layers > 0 {
-                let cfg = CrossAttnDownBlock2DConfig {
-                    downblock: cfg,
-                    attn_num_head_channels: b.heads,
-                    cross_attention_dim: arch.cross_attention_dim,
-                    sliced_attention_size: None,
-                    use_linear_projection: arch.use_linear_projection,
-                    transformer_layers_per_block: b.transformer_layers,
-                };
-                Down::Cross(CrossAttnDownBlock2D::new(
-                    vb,
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..arch.layers_per_block {
+                resnets.push(resnet(
+                    vb.pp(format!("resnets.{j}")),
                     in_ch,
                     b.channels,
-                    Some(temb),
-                    USE_FLASH_ATTN,
-                    cfg,
+                    temb,
+                    groups,
+                )?);
+                if b.transformer_layers > 0 {
+                    attentions.push(SpatialTransformer::new(
+                        vb.pp(format!("attentions.{j}")),
+                        b.channels,
+                        &transformer(b.heads, b.transformer_layers),
+                    )?);
+                }
+                in_ch = b.channels;
+            }
+            let downsample = if i + 1 < n {
+                Some(conv3(
+                    vb.pp("downsamplers.0.conv"),
+                    b.channels,
+                    b.channels,
+                    2,
                 )?)
             } else {
-                Down::Plain(DownBlock2D::new(vb, in_ch, b.channels, Some(temb), cfg)?)
+                None
+            };
+            down.push(Down {
+                resnets,
+                attentions,
+                downsample,
             });
         }
 
         let last = arch.blocks[n - 1];
-        let mid_cfg = UNetMidBlock2DCrossAttnConfig {
-            resnet_eps: NORM_EPS,
-            output_scale_factor: 1.0,
-            cross_attn_dim: arch.cross_attention_dim,
-            attn_num_head_channels: last.heads,
-            resnet_groups: Some(arch.norm_num_groups),
-            use_linear_projection: arch.use_linear_projection,
-            transformer_layers_per_block: last.transformer_layers.max(1),
-            ..Default::default()
+        let mid_vb = vb.pp("mid_block");
+        let mid = Mid {
+            first: resnet(mid_vb.pp("resnets.0"), ch_last, ch_last, temb, groups)?,
+            attention: SpatialTransformer::new(
+                mid_vb.pp("attentions.0"),
+                ch_last,
+                &transformer(last.heads, last.transformer_layers.max(1)),
+            )?,
+            second: resnet(mid_vb.pp("resnets.1"), ch_last, ch_last, temb, groups)?,
         };
-        let mid = UNetMidBlock2DCrossAttn::new(
-            vb.pp("mid_block"),
-            ch_last,
-            Some(temb),
-            USE_FLASH_ATTN,
-            mid_cfg,
-        )?;
 
-        // Up blocks mirror the down blocks; each consumes layers_per_block + 1 skip connections.
+        // Up levels mirror the down levels; each consumes layers_per_block + 1 skip connections.
         let mut up = Vec::with_capacity(n);
         for i in 0..n {
             let b = arch.blocks[n - 1 - i];
@@ -150,45 +186,50 @@ impl UNet {
             } else {
                 arch.blocks[n - i].channels
             };
-            let in_ch = arch.blocks[if i + 1 == n { 0 } else { n - i - 2 }].channels;
-            let cfg = UpBlock2DConfig {
-                num_layers: arch.layers_per_block + 1,
-                resnet_eps: NORM_EPS,
-                resnet_groups: arch.norm_num_groups,
-                add_upsample: i + 1 < n,
-                ..Default::default()
-            };
-            up.push(if b.transformer_layers > 0 {
-                let cfg = CrossAttnUpBlock2DConfig {
-                    upblock: cfg,
-                    attn_num_head_channels: b.heads,
-                    cross_attention_dim: arch.cross_attention_dim,
-                    sliced_attention_size: None,
-                    use_linear_projection: arch.use_linear_projection,
-                    transformer_layers_per_block: b.transformer_layers,
+            let skip_last = arch.blocks[if i + 1 == n { 0 } else { n - i - 2 }].channels;
+            let layers = arch.layers_per_block + 1;
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..layers {
+                let skip = if j + 1 == layers {
+                    skip_last
+                } else {
+                    b.channels
                 };
-                Up::Cross(CrossAttnUpBlock2D::new(
-                    vb,
-                    in_ch,
-                    prev_ch,
+                let from = if j == 0 { prev_ch } else { b.channels };
+                resnets.push(resnet(
+                    vb.pp(format!("resnets.{j}")),
+                    from + skip,
                     b.channels,
-                    Some(temb),
-                    USE_FLASH_ATTN,
-                    cfg,
+                    temb,
+                    groups,
+                )?);
+                if b.transformer_layers > 0 {
+                    attentions.push(SpatialTransformer::new(
+                        vb.pp(format!("attentions.{j}")),
+                        b.channels,
+                        &transformer(b.heads, b.transformer_layers),
+                    )?);
+                }
+            }
+            let upsample = if i + 1 < n {
+                Some(conv3(
+                    vb.pp("upsamplers.0.conv"),
+                    b.channels,
+                    b.channels,
+                    1,
                 )?)
             } else {
-                Up::Plain(UpBlock2D::new(
-                    vb,
-                    in_ch,
-                    prev_ch,
-                    b.channels,
-                    Some(temb),
-                    cfg,
-                )?)
+                None
+            };
+            up.push(Up {
+                resnets,
+                attentions,
+                upsample,
             });
         }
         let norm_out = nn::group_norm(arch.norm_num_groups, ch0, NORM_EPS, vb.pp("conv_norm_out"))?;
-        let conv_out = nn::conv2d(ch0, 4, 3, conv3, vb.pp("conv_out"))?;
+        let conv_out = conv3(vb.pp("conv_out"), ch0, 4, 1)?;
         Ok(Self {
             conv_in,
             time_proj,
@@ -211,7 +252,7 @@ impl UNet {
         context: &Tensor,
         xl: Option<&XlCond>,
     ) -> Result<Tensor> {
-        let (batch, _, h, w) = xs.dims4()?;
+        let batch = xs.dim(0)?;
         let dtype = xs.dtype();
         let t = Tensor::full(timestep as f32, batch, xs.device())?;
         let mut emb = self
@@ -234,40 +275,44 @@ impl UNet {
             ),
         }
 
-        let xs = self.conv_in.forward(xs)?;
+        let mut xs = self.conv_in.forward(xs)?;
         let mut skips = vec![xs.clone()];
-        let mut xs = xs;
-        for block in &self.down {
-            let (out, res) = match block {
-                Down::Plain(b) => b.forward(&xs, Some(&emb))?,
-                Down::Cross(b) => b.forward(&xs, Some(&emb), Some(context))?,
-            };
-            skips.extend(res);
-            xs = out;
-        }
-        let mut xs = self.mid.forward(&xs, Some(&emb), Some(context))?;
-
-        // Latent sides that are not multiples of 2^(n-1) need explicit upsample sizes.
-        let factor = 1usize << (self.up.len() - 1);
-        let odd = h % factor != 0 || w % factor != 0;
-        let n = self.up.len();
-        for (i, block) in self.up.iter().enumerate() {
-            let n_res = match block {
-                Up::Plain(b) => b.resnets.len(),
-                Up::Cross(b) => b.upblock.resnets.len(),
-            };
-            let res = skips.split_off(skips.len() - n_res);
-            let size = match (odd && i + 1 < n, skips.last()) {
-                (true, Some(s)) => {
-                    let (_, _, sh, sw) = s.dims4()?;
-                    Some((sh, sw))
+        for level in &self.down {
+            for (j, r) in level.resnets.iter().enumerate() {
+                xs = r.forward(&xs, Some(&emb))?;
+                if let Some(a) = level.attentions.get(j) {
+                    xs = a.forward(&xs, context)?;
                 }
-                _ => None,
-            };
-            xs = match block {
-                Up::Plain(b) => b.forward(&xs, &res, Some(&emb), size)?,
-                Up::Cross(b) => b.forward(&xs, &res, Some(&emb), size, Some(context))?,
-            };
+                skips.push(xs.clone());
+            }
+            if let Some(d) = &level.downsample {
+                xs = d.forward(&xs)?;
+                skips.push(xs.clone());
+            }
+        }
+        xs = self.mid.first.forward(&xs, Some(&emb))?;
+        xs = self.mid.attention.forward(&xs, context)?;
+        xs = self.mid.second.forward(&xs, Some(&emb))?;
+
+        for level in &self.up {
+            for (j, r) in level.resnets.iter().enumerate() {
+                let skip = skips.pop().expect("one skip connection per up resnet");
+                xs = r.forward(&Tensor::cat(&[&xs, &skip], 1)?.contiguous()?, Some(&emb))?;
+                if let Some(a) = level.attentions.get(j) {
+                    xs = a.forward(&xs, context)?;
+                }
+            }
+            if let Some(u) = &level.upsample {
+                // Latent sides that are not multiples of 2^(levels-1) upsample to the skip's size.
+                let (th, tw) = match skips.last() {
+                    Some(s) => {
+                        let (_, _, sh, sw) = s.dims4()?;
+                        (sh, sw)
+                    }
+                    None => (2 * xs.dim(2)?, 2 * xs.dim(3)?),
+                };
+                xs = u.forward(&xs.upsample_nearest2d(th, tw)?)?;
+            }
         }
         let xs = nn::ops::silu(&self.norm_out.forward(&xs)?)?;
         self.conv_out.forward(&xs)
