@@ -9,6 +9,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn as nn;
 
+use super::conv::Conv2d;
+
 /// candle's fused layer norm for loaded weights, the same formula in plain ops for variables.
 pub(super) struct LayerNorm {
     inner: nn::LayerNorm,
@@ -157,7 +159,7 @@ impl Block {
 }
 
 enum Proj {
-    Conv(nn::Conv2d),
+    Conv(Conv2d),
     Linear(nn::Linear),
 }
 
@@ -183,13 +185,7 @@ impl SpatialTransformer {
             Ok(if cfg.linear_projection {
                 Proj::Linear(nn::linear(channels, channels, vb.pp(name))?)
             } else {
-                Proj::Conv(nn::conv2d(
-                    channels,
-                    channels,
-                    1,
-                    Default::default(),
-                    vb.pp(name),
-                )?)
+                Proj::Conv(Conv2d::new(vb.pp(name), channels, channels, 1, 0, 1)?)
             })
         };
         let blocks = (0..cfg.depth)

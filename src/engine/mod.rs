@@ -13,6 +13,7 @@
 //! RGB by a fixed linear map, at latent resolution (`width / 8` x `height / 8`).
 
 mod attention;
+mod conv;
 mod pipeline;
 mod png;
 mod preview;
@@ -20,7 +21,9 @@ mod scheduler;
 mod spec;
 mod text;
 mod tiny;
+mod train;
 mod unet;
+mod vae;
 
 #[cfg(feature = "hf-hub")]
 mod fetch;
@@ -36,6 +39,7 @@ pub use self::spec::{
     WeightDType, MIN_SIDE,
 };
 pub use self::tiny::{random_weights, WeightFile};
+pub use self::train::{StepReport, Trainer};
 
 #[cfg(feature = "hf-hub")]
 pub use self::fetch::fetch_model;

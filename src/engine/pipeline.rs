@@ -5,16 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
 
 use super::preview::{latents_to_rgb, preview_due};
 use super::scheduler::Schedule;
-use super::spec::{ModelFile, ModelSpec, VaeArch, WeightDType};
+use super::spec::{ModelFile, ModelSpec, WeightDType};
 use super::text::{ids_tensor, ClipText, PromptTokenizer};
 use super::unet::{UNet, XlCond};
+use super::vae::Vae;
 use super::{DevicePreference, EngineError, GenerateRequest, Progress};
 
 struct Encoder {
@@ -29,7 +29,7 @@ pub(super) struct Pipeline {
     clip: Encoder,
     clip2: Option<Encoder>,
     unet: UNet,
-    vae: AutoEncoderKL,
+    vae: Vae,
 }
 
 fn pick_device(pref: DevicePreference) -> Device {
@@ -52,17 +52,6 @@ fn gpu_device() -> Option<Device> {
 #[cfg(not(any(feature = "cuda", feature = "metal")))]
 fn gpu_device() -> Option<Device> {
     None
-}
-
-pub(super) fn vae_config(v: &VaeArch) -> AutoEncoderKLConfig {
-    AutoEncoderKLConfig {
-        block_out_channels: v.block_out_channels.clone(),
-        layers_per_block: v.layers_per_block,
-        latent_channels: v.latent_channels,
-        norm_num_groups: v.norm_num_groups,
-        use_quant_conv: true,
-        use_post_quant_conv: true,
-    }
 }
 
 fn corrupt(spec: &ModelSpec, f: &ModelFile, e: impl std::fmt::Display) -> EngineError {
@@ -136,12 +125,7 @@ impl Pipeline {
         )
         .map_err(|e| corrupt(&spec, &files.unet, e))?;
         // The VAE always runs in f32: SDXL's VAE overflows in f16, and it runs once per image.
-        let vae = AutoEncoderKL::new(
-            weights(&spec, &files.vae, DType::F32, &device)?,
-            3,
-            3,
-            vae_config(&arch.vae),
-        )
+        let vae = Vae::new(weights(&spec, &files.vae, DType::F32, &device)?, &arch.vae, false)
         .map_err(|e| corrupt(&spec, &files.vae, e))?;
         Ok(Self {
             spec,
@@ -315,7 +299,7 @@ fn failed(e: candle_core::Error) -> EngineError {
 }
 
 /// Unit normal noise from our RNG (Box-Muller), built on the host then moved to `dev`.
-fn gaussian(
+pub(super) fn gaussian(
     rng: &mut ChaCha8Rng,
     shape: (usize, usize, usize, usize),
     dev: &Device,

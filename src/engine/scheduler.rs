@@ -27,16 +27,22 @@ pub(super) struct StepOutput {
     pub pred_original: Tensor,
 }
 
-impl Schedule {
-    pub fn new(kind: SchedulerKind, prediction: Prediction, steps: usize) -> Self {
-        let (s0, s1) = (BETA_START.sqrt(), BETA_END.sqrt());
-        let mut alphas_cumprod = Vec::with_capacity(TRAIN_STEPS);
-        let mut acc = 1.0;
-        for i in 0..TRAIN_STEPS {
+/// ᾱ_t for t in 0..1000: the share of signal left after t noising steps (training and sampling).
+pub(super) fn alphas_cumprod() -> Vec<f64> {
+    let (s0, s1) = (BETA_START.sqrt(), BETA_END.sqrt());
+    let mut acc = 1.0;
+    (0..TRAIN_STEPS)
+        .map(|i| {
             let b = s0 + (s1 - s0) * i as f64 / (TRAIN_STEPS - 1) as f64;
             acc *= 1.0 - b * b;
-            alphas_cumprod.push(acc);
-        }
+            acc
+        })
+        .collect()
+}
+
+impl Schedule {
+    pub fn new(kind: SchedulerKind, prediction: Prediction, steps: usize) -> Self {
+        let alphas_cumprod = alphas_cumprod();
         let step_ratio = TRAIN_STEPS / steps;
         let timesteps: Vec<usize> = match kind {
             // "leading" with steps_offset = 1, as in SD's scheduler configs.

@@ -9,9 +9,9 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn as nn;
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 
 use super::attention::{SpatialTransformer, TransformerConfig};
+use super::conv::{Conv2d, Resnet};
 use super::spec::UNetArch;
 
 const NORM_EPS: f64 = 1e-5;
@@ -19,48 +19,30 @@ const NORM_EPS: f64 = 1e-5;
 /// A level going down: resnets, each followed by a transformer when the level has attention,
 /// then a stride-2 convolution except at the bottom.
 struct Down {
-    resnets: Vec<ResnetBlock2D>,
+    resnets: Vec<Resnet>,
     attentions: Vec<SpatialTransformer>,
-    downsample: Option<nn::Conv2d>,
+    downsample: Option<Conv2d>,
 }
 
 /// A level going up: resnets over the skip connections, transformers, then nearest 2x + conv.
 struct Up {
-    resnets: Vec<ResnetBlock2D>,
+    resnets: Vec<Resnet>,
     attentions: Vec<SpatialTransformer>,
-    upsample: Option<nn::Conv2d>,
+    upsample: Option<Conv2d>,
 }
 
 struct Mid {
-    first: ResnetBlock2D,
+    first: Resnet,
     attention: SpatialTransformer,
-    second: ResnetBlock2D,
+    second: Resnet,
 }
 
-fn resnet(
-    vb: nn::VarBuilder,
-    in_ch: usize,
-    out_ch: usize,
-    temb: usize,
-    groups: usize,
-) -> Result<ResnetBlock2D> {
-    let cfg = ResnetBlock2DConfig {
-        out_channels: Some(out_ch),
-        temb_channels: Some(temb),
-        groups,
-        eps: NORM_EPS,
-        ..Default::default()
-    };
-    ResnetBlock2D::new(vb, in_ch, cfg)
+fn resnet(vb: nn::VarBuilder, in_ch: usize, out_ch: usize, temb: usize, groups: usize) -> Result<Resnet> {
+    Resnet::new(vb, in_ch, out_ch, Some(temb), groups, NORM_EPS)
 }
 
-fn conv3(vb: nn::VarBuilder, in_ch: usize, out_ch: usize, stride: usize) -> Result<nn::Conv2d> {
-    let cfg = nn::Conv2dConfig {
-        padding: 1,
-        stride,
-        ..Default::default()
-    };
-    nn::conv2d(in_ch, out_ch, 3, cfg, vb)
+fn conv3(vb: nn::VarBuilder, in_ch: usize, out_ch: usize, stride: usize) -> Result<Conv2d> {
+    Conv2d::new(vb, in_ch, out_ch, 3, 1, stride)
 }
 
 /// SDXL's "text_time" addition embedding.
@@ -79,7 +61,7 @@ pub(super) struct XlCond {
 }
 
 pub(super) struct UNet {
-    conv_in: nn::Conv2d,
+    conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     add_embedding: Option<AddEmbedding>,
@@ -87,7 +69,7 @@ pub(super) struct UNet {
     mid: Mid,
     up: Vec<Up>,
     norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2d,
+    conv_out: Conv2d,
 }
 
 impl UNet {
@@ -252,12 +234,23 @@ impl UNet {
         context: &Tensor,
         xl: Option<&XlCond>,
     ) -> Result<Tensor> {
+        let t = Tensor::full(timestep as f32, xs.dim(0)?, xs.device())?;
+        self.forward_at(xs, &t, context, xl)
+    }
+
+    /// [`UNet::forward`] with one timestep per batch row (`t`: `[batch]`, f32), for training.
+    pub fn forward_at(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        xl: Option<&XlCond>,
+    ) -> Result<Tensor> {
         let batch = xs.dim(0)?;
         let dtype = xs.dtype();
-        let t = Tensor::full(timestep as f32, batch, xs.device())?;
         let mut emb = self
             .time_embedding
-            .forward(&self.time_proj.forward(&t)?.to_dtype(dtype)?)?;
+            .forward(&self.time_proj.forward(t)?.to_dtype(dtype)?)?;
         match (&self.add_embedding, xl) {
             (Some(add), Some(xl)) => {
                 let ids = xl.time_ids.flatten_all()?.to_dtype(DType::F32)?;

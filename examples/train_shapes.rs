@@ -1,0 +1,213 @@
+//! Trains the default model, `models/shapes`: an SD 1.5-shaped model at tiny size that paints
+//! simple scenes ("a red circle in the top left corner on a blue background"). Pictures and
+//! captions come from `easel::scenes`, rendered on the fly; prompts the evaluator uses are held
+//! out. Seeded: the same command on the same machine writes the same files.
+//!
+//! Usage: `cargo run --release --features ssr --example train_shapes [-- <models dir>]`
+//! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS (for trying things out).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Tensor};
+use candle_nn::Optimizer;
+use easel::engine::{parse_model_spec, Trainer};
+use easel::scenes::{Colour, Scene, Shape, SYNONYMS, VOCABULARY};
+use image::imageops;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokenizers::models::wordlevel::WordLevel;
+use tokenizers::normalizers::{Lowercase, Replace, Sequence};
+use tokenizers::pre_tokenizers::whitespace::Whitespace;
+use tokenizers::{NormalizerWrapper, Tokenizer};
+
+const NAME: &str = "shapes";
+const SEED: u64 = 20261125;
+const SIDE: u32 = 128;
+const VAE_BATCH: usize = 12;
+const VAE_CROP: u32 = 64;
+const BATCH: usize = 16;
+const POOL: usize = 2048;
+const FRESH: usize = 4;
+
+const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloured shapes (see models/README.md).
+# SD 1.5's architecture at tiny size, trained from scratch by
+# `cargo run --release --features ssr --example train_shapes`.
+kind = "sd15"
+description = "Shapes: coloured circles, squares, triangles, stars, hearts and rings, placed where you say"
+generated_by = "cargo run --release --features ssr --example train_shapes"
+dtype = "f16"
+scheduler = "ddim"
+prediction = "epsilon"
+vae_scale = VAE_SCALE
+default_width = 128
+default_height = 128
+max_width = 256
+max_height = 256
+default_steps = 20
+max_steps = 50
+default_guidance = 4.0
+min_guidance = 1.0
+max_guidance = 12.0
+
+[files]
+unet = "unet.safetensors"
+vae = "vae.safetensors"
+clip = "text_encoder.safetensors"
+tokenizer = "tokenizer.json"
+
+[clip]
+vocab_size = 48
+embed_dim = 64
+intermediate_size = 128
+num_hidden_layers = 2
+num_attention_heads = 2
+max_position_embeddings = 32
+activation = "quick_gelu"
+projection_dim = 64
+
+[unet]
+blocks = [
+  { channels = 32, transformer_layers = 1, heads = 2 },
+  { channels = 64, transformer_layers = 1, heads = 4 },
+  { channels = 64, transformer_layers = 0, heads = 4 },
+]
+layers_per_block = 1
+norm_num_groups = 32
+cross_attention_dim = 64
+use_linear_projection = false
+
+[vae]
+block_out_channels = [16, 32, 64, 64]
+layers_per_block = 1
+norm_num_groups = 8
+latent_channels = 4
+"#;
+
+fn env_steps(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Word-level: the scene vocabulary, case and common variants folded in, anything else `<unk>`.
+fn tokenizer() -> Result<Tokenizer> {
+    let mut words: Vec<String> = ["<|startoftext|>", "<|endoftext|>", "<unk>"].map(String::from).to_vec();
+    words.extend(Colour::ALL.iter().map(|c| c.name().to_string()));
+    words.extend(Shape::ALL.iter().map(|s| s.name().to_string()));
+    words.extend(VOCABULARY.iter().map(|w| w.to_string()));
+    let vocab = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+    let model = WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("<unk>".into())
+        .build()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut normalizers: Vec<NormalizerWrapper> = vec![Lowercase.into()];
+    for (from, to) in SYNONYMS {
+        normalizers.push(Replace::new(*from, *to).map_err(|e| anyhow::anyhow!("{e}"))?.into());
+    }
+    let mut tok = Tokenizer::new(model);
+    tok.with_normalizer(Some(Sequence::new(normalizers)))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tok.with_pre_tokenizer(Some(Whitespace {}));
+    Ok(tok)
+}
+
+fn main() -> Result<()> {
+    // candle asks the OS for the CPU count on every op unless this is set (10 % of the time).
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let models = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "models".into()));
+    let dir = models.join(NAME);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tok = tokenizer()?;
+    tok.save(dir.join("tokenizer.json"), true).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = parse_model_spec(&MODEL_TOML.replace("VAE_SCALE", "1.0"), NAME, &dir)?;
+    let mut trainer = Trainer::new(spec, tok, SEED).map_err(|e| anyhow::anyhow!(e))?;
+    let [c, u, v] = trainer.parameter_counts();
+    println!("parameters: text encoder {c}, UNet {u}, VAE {v}");
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let started = Instant::now();
+
+    let vae_steps = env_steps("EASEL_VAE_STEPS", 700);
+    let mut opt = trainer.vae_optimizer(1e-3)?;
+    for step in 0..vae_steps {
+        opt.set_learning_rate(lr(1e-3, step, vae_steps));
+        let images: Vec<_> = (0..VAE_BATCH)
+            .map(|_| {
+                let img = Scene::random(&mut rng, false).render(SIDE, &mut rng);
+                let (x, y) = (rng.random_range(0..=SIDE - VAE_CROP), rng.random_range(0..=SIDE - VAE_CROP));
+                imageops::crop_imm(&img, x, y, VAE_CROP, VAE_CROP).to_image()
+            })
+            .collect();
+        let r = trainer.vae_step(&images, 1e-4, &mut opt)?;
+        report("vae", step, vae_steps, r.loss, started);
+    }
+    let sample: Vec<_> = (0..64).map(|_| Scene::random(&mut rng, false).render(SIDE, &mut rng)).collect();
+    let scale = trainer.fit_latent_scale(&sample)?;
+    println!("latent scale {scale:.5}");
+
+    let steps = env_steps("EASEL_DIFFUSION_STEPS", 2200);
+    trainer.start_averaging()?;
+    let mut opt = trainer.diffusion_optimizer(1e-3)?;
+    // Encoding is a third of a step's work, so scenes are encoded FRESH at a time into a pool
+    // of recent ones and each batch is drawn from the pool (each caption phrased anew).
+    let mut pool: VecDeque<(Tensor, Scene)> = VecDeque::with_capacity(POOL);
+    while pool.len() < POOL / 4 {
+        add_to_pool(&mut pool, &trainer, 32, &mut rng)?;
+    }
+    for step in 0..steps {
+        opt.set_learning_rate(lr(1e-3, step, steps));
+        add_to_pool(&mut pool, &trainer, FRESH, &mut rng)?;
+        let picked: Vec<usize> = (0..BATCH).map(|_| rng.random_range(0..pool.len())).collect();
+        let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].0).collect::<Vec<_>>(), 0)?;
+        let captions: Vec<String> = picked.iter().map(|&i| pool[i].1.caption(&mut rng)).collect();
+        let r = trainer.diffusion_step(&z0, &captions, 0.1, &mut opt, &mut rng)?;
+        report("diffusion", step, steps, r.loss, started);
+        if (step + 1) % 300 == 0 && step + 1 < steps {
+            write(&trainer, &dir)?;
+        }
+    }
+    write(&trainer, &dir)?;
+    println!("trained in {:.1} min; wrote {}", started.elapsed().as_secs_f64() / 60.0, dir.display());
+    Ok(())
+}
+
+/// Warm-up over the first 5 % of steps, then linear decay to a tenth.
+fn lr(peak: f64, step: usize, total: usize) -> f64 {
+    let warm = (total / 20).max(1);
+    if step < warm {
+        peak * (step + 1) as f64 / warm as f64
+    } else {
+        peak * (1.0 - 0.9 * (step - warm) as f64 / (total - warm).max(1) as f64)
+    }
+}
+
+fn report(phase: &str, step: usize, total: usize, loss: f32, started: Instant) {
+    if step % 50 == 0 || step + 1 == total {
+        println!("{phase} {}/{total} loss {loss:.4} ({:.0} s)", step + 1, started.elapsed().as_secs_f64());
+    }
+}
+
+fn write(trainer: &Trainer, dir: &Path) -> Result<()> {
+    trainer.save(dir, DType::F16)?;
+    let toml = MODEL_TOML.replace("VAE_SCALE", &format!("{:.5}", trainer.latent_scale()));
+    std::fs::write(dir.join("model.toml"), toml).context("writing model.toml")?;
+    Ok(())
+}
+
+/// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
+fn add_to_pool(pool: &mut VecDeque<(Tensor, Scene)>, trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+    let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
+    let images: Vec<_> = scenes.iter().map(|s| s.render(SIDE, rng)).collect();
+    let z = trainer.latents(&images)?;
+    for (i, scene) in scenes.into_iter().enumerate() {
+        pool.push_back((z.narrow(0, i, 1)?.contiguous()?, scene));
+        if pool.len() > POOL {
+            pool.pop_front();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! The VAE (diffusers' `AutoencoderKL`): the encoder (used to train) and the decoder (latents
+//! to pixels). Same weight names and numbers as candle's, built on our convolution and resnet
+//! (`conv.rs`) so that a VAE under training gets the fast backward pass.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn as nn;
+
+use super::attention::softmax_last_dim;
+use super::conv::{Conv2d, Resnet};
+use super::spec::VaeArch;
+
+const EPS: f64 = 1e-6;
+
+/// The single-head self-attention in the VAE's middle block.
+struct Attention {
+    norm: nn::GroupNorm,
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    out: nn::Linear,
+    trainable: bool,
+}
+
+/// A channels x channels projection, stored either as a matrix or as a 1x1 convolution.
+fn projection(vb: nn::VarBuilder, c: usize) -> Result<nn::Linear> {
+    match vb.get((c, c), "weight") {
+        Ok(w) => Ok(nn::Linear::new(w, Some(vb.get(c, "bias")?))),
+        Err(_) => Ok(nn::Linear::new(
+            vb.get((c, c, 1, 1), "weight")?.reshape((c, c))?,
+            Some(vb.get(c, "bias")?),
+        )),
+    }
+}
+
+impl Attention {
+    fn new(vb: nn::VarBuilder, c: usize, groups: usize) -> Result<Self> {
+        // Newer diffusers files name the projections like the UNet's.
+        let (q, k, v, o) = if vb.contains_tensor("to_q.weight") {
+            ("to_q", "to_k", "to_v", "to_out.0")
+        } else {
+            ("query", "key", "value", "proj_attn")
+        };
+        let q = projection(vb.pp(q), c)?;
+        Ok(Self {
+            norm: nn::group_norm(groups, c, EPS, vb.pp("group_norm"))?,
+            trainable: q.weight().is_variable(),
+            q,
+            k: projection(vb.pp(k), c)?,
+            v: projection(vb.pp(v), c)?,
+            out: projection(vb.pp(o), c)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        let tokens = self.norm.forward(xs)?.reshape((b, c, h * w))?.transpose(1, 2)?;
+        let in_dtype = xs.dtype();
+        let f32 = |t: Tensor| t.unsqueeze(1)?.to_dtype(DType::F32);
+        let q = f32(self.q.forward(&tokens)?)?;
+        let k = f32(self.k.forward(&tokens)?)?;
+        let v = f32(self.v.forward(&tokens)?)?;
+        // The scale split over q and k, as in diffusers.
+        let scale = (c as f64).powf(-0.25);
+        let scores = (q * scale)?.matmul(&(k.t()? * scale)?)?;
+        // candle's VAE uses the plain-op softmax: keep its numbers for loaded weights too.
+        let probs = if self.trainable {
+            softmax_last_dim(&scores, true)?
+        } else {
+            nn::ops::softmax(&scores, D::Minus1)?
+        };
+        let out = probs
+            .matmul(&v)?
+            .to_dtype(in_dtype)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .flatten_from(D::Minus2)?;
+        let out = self.out.forward(&out)?.t()?.reshape((b, c, h, w))?;
+        out + xs
+    }
+}
+
+struct Mid {
+    first: Resnet,
+    attention: Attention,
+    second: Resnet,
+}
+
+impl Mid {
+    fn new(vb: nn::VarBuilder, c: usize, groups: usize) -> Result<Self> {
+        Ok(Self {
+            first: Resnet::new(vb.pp("resnets.0"), c, c, None, groups, EPS)?,
+            attention: Attention::new(vb.pp("attentions.0"), c, groups)?,
+            second: Resnet::new(vb.pp("resnets.1"), c, c, None, groups, EPS)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.first.forward(xs, None)?;
+        let xs = self.attention.forward(&xs)?;
+        self.second.forward(&xs, None)
+    }
+}
+
+struct Level {
+    resnets: Vec<Resnet>,
+    resample: Option<Conv2d>,
+}
+
+pub(super) struct Vae {
+    /// Only built for training (text-to-image never encodes).
+    encoder: Option<Encoder>,
+    post_quant_conv: Conv2d,
+    conv_in: Conv2d,
+    mid: Mid,
+    up: Vec<Level>,
+    norm_out: nn::GroupNorm,
+    conv_out: Conv2d,
+}
+
+struct Encoder {
+    conv_in: Conv2d,
+    down: Vec<Level>,
+    mid: Mid,
+    norm_out: nn::GroupNorm,
+    conv_out: Conv2d,
+    quant_conv: Conv2d,
+}
+
+impl Encoder {
+    fn new(vb: nn::VarBuilder, v: &VaeArch) -> Result<Self> {
+        let enc = vb.pp("encoder");
+        let ch = &v.block_out_channels;
+        let g = v.norm_num_groups;
+        let mut down = Vec::new();
+        for (i, &c) in ch.iter().enumerate() {
+            let from = if i == 0 { ch[0] } else { ch[i - 1] };
+            let lvb = enc.pp(format!("down_blocks.{i}"));
+            let resnets = (0..v.layers_per_block)
+                .map(|j| Resnet::new(lvb.pp(format!("resnets.{j}")), if j == 0 { from } else { c }, c, None, g, EPS))
+                .collect::<Result<Vec<_>>>()?;
+            let resample = if i + 1 < ch.len() {
+                Some(Conv2d::new(lvb.pp("downsamplers.0.conv"), c, c, 3, 0, 2)?)
+            } else {
+                None
+            };
+            down.push(Level { resnets, resample });
+        }
+        let last = *ch.last().expect("VAE has levels");
+        let z2 = 2 * v.latent_channels;
+        Ok(Self {
+            conv_in: Conv2d::new(enc.pp("conv_in"), 3, ch[0], 3, 1, 1)?,
+            down,
+            mid: Mid::new(enc.pp("mid_block"), last, g)?,
+            norm_out: nn::group_norm(g, last, EPS, enc.pp("conv_norm_out"))?,
+            conv_out: Conv2d::new(enc.pp("conv_out"), last, z2, 3, 1, 1)?,
+            quant_conv: Conv2d::new(vb.pp("quant_conv"), z2, z2, 1, 0, 1)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mut xs = self.conv_in.forward(xs)?;
+        for level in &self.down {
+            for r in &level.resnets {
+                xs = r.forward(&xs, None)?;
+            }
+            if let Some(d) = &level.resample {
+                // diffusers pads right and bottom only before its stride-2 convolution.
+                xs = d.forward(&xs.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(D::Minus2, 0, 1)?)?;
+            }
+        }
+        let xs = self.mid.forward(&xs)?;
+        let xs = self.conv_out.forward(&nn::ops::silu(&self.norm_out.forward(&xs)?)?)?;
+        let params = self.quant_conv.forward(&xs)?;
+        let halves = params.chunk(2, 1)?;
+        Ok((halves[0].clone(), halves[1].clone()))
+    }
+}
+
+impl Vae {
+    pub fn new(vb: nn::VarBuilder, v: &VaeArch, with_encoder: bool) -> Result<Self> {
+        let ch = &v.block_out_channels;
+        let g = v.norm_num_groups;
+        let last = *ch.last().expect("VAE has levels");
+        let dec = vb.pp("decoder");
+        let reversed: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up = Vec::new();
+        for (i, &c) in reversed.iter().enumerate() {
+            let from = if i == 0 { reversed[0] } else { reversed[i - 1] };
+            let lvb = dec.pp(format!("up_blocks.{i}"));
+            let resnets = (0..v.layers_per_block + 1)
+                .map(|j| Resnet::new(lvb.pp(format!("resnets.{j}")), if j == 0 { from } else { c }, c, None, g, EPS))
+                .collect::<Result<Vec<_>>>()?;
+            let resample = if i + 1 < reversed.len() {
+                Some(Conv2d::new(lvb.pp("upsamplers.0.conv"), c, c, 3, 1, 1)?)
+            } else {
+                None
+            };
+            up.push(Level { resnets, resample });
+        }
+        let z = v.latent_channels;
+        Ok(Self {
+            encoder: if with_encoder { Some(Encoder::new(vb.clone(), v)?) } else { None },
+            post_quant_conv: Conv2d::new(vb.pp("post_quant_conv"), z, z, 1, 0, 1)?,
+            conv_in: Conv2d::new(dec.pp("conv_in"), z, last, 3, 1, 1)?,
+            mid: Mid::new(dec.pp("mid_block"), last, g)?,
+            up,
+            norm_out: nn::group_norm(g, ch[0], EPS, dec.pp("conv_norm_out"))?,
+            conv_out: Conv2d::new(dec.pp("conv_out"), ch[0], 3, 3, 1, 1)?,
+        })
+    }
+
+    /// Mean and log-variance of the latents of `xs` (`[b, 3, h, w]` in -1..1).
+    pub fn encode(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        match &self.encoder {
+            Some(e) => e.forward(xs),
+            None => candle_core::bail!("this VAE was loaded without its encoder"),
+        }
+    }
+
+    /// Pixels in about -1..1 from (unscaled) latents.
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        let xs = self.conv_in.forward(&self.post_quant_conv.forward(z)?)?;
+        let mut xs = self.mid.forward(&xs)?;
+        for level in &self.up {
+            for r in &level.resnets {
+                xs = r.forward(&xs, None)?;
+            }
+            if let Some(u) = &level.resample {
+                let (_, _, h, w) = xs.dims4()?;
+                xs = u.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)?;
+            }
+        }
+        self.conv_out.forward(&nn::ops::silu(&self.norm_out.forward(&xs)?)?)
+    }
+}
