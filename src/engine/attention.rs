@@ -55,6 +55,36 @@ pub(super) fn softmax_last_dim(xs: &Tensor, trainable: bool) -> Result<Tensor> {
     }
 }
 
+/// Most bytes one attention score matrix may take before queries are sliced (1 GiB: SD 1.5 at
+/// 512² fits whole, larger sizes are sliced).
+const ATTENTION_BUDGET: usize = 1 << 30;
+
+/// `softmax(q · kt) · v` for `q` `[.., n, d]`, `kt` `[.., d, m]`, `v` `[.., m, d]`, all f32. The
+/// score matrix is `[.., n, m]`: at large sizes (SD 1.5 at 768², SDXL's and the VAE's big grids)
+/// it alone would take gigabytes, so queries go in slices that keep it within
+/// [`ATTENTION_BUDGET`]. Each query row's softmax is its own, so the result is the same. Not for
+/// training (`whole`): autograd wants one graph.
+pub(super) fn attend(
+    q: &Tensor,
+    kt: &Tensor,
+    v: &Tensor,
+    whole: bool,
+    softmax: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let row_dim = q.rank() - 2;
+    let n = q.dim(row_dim)?;
+    let per_row = q.elem_count() / q.dim(q.rank() - 1)? / n * kt.dim(D::Minus1)? * 4;
+    let rows = (ATTENTION_BUDGET / per_row.max(1)).max(1);
+    if whole || rows >= n {
+        return softmax(&q.matmul(kt)?)?.matmul(v);
+    }
+    let slices = (0..n)
+        .step_by(rows)
+        .map(|start| softmax(&q.narrow(row_dim, start, rows.min(n - start))?.matmul(kt)?)?.matmul(v))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&slices, row_dim)
+}
+
 struct CrossAttention {
     to_q: nn::Linear,
     to_k: nn::Linear,
@@ -107,8 +137,10 @@ impl CrossAttention {
         let v = self
             .split_heads(&self.to_v.forward(&context)?)?
             .to_dtype(DType::F32)?;
-        let att = softmax_last_dim(&q.matmul(&(k.t()? * self.scale)?)?, self.trainable)?;
-        let out = att.matmul(&v)?.to_dtype(in_dtype)?;
+        let kt = (k.t()? * self.scale)?;
+        let trainable = self.trainable;
+        let out = attend(&q, &kt, &v, trainable, |s| softmax_last_dim(s, trainable))?;
+        let out = out.to_dtype(in_dtype)?;
         let (bh, n, d) = out.dims3()?;
         let out = out
             .reshape((bh / self.heads, self.heads, n, d))?

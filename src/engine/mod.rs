@@ -14,6 +14,7 @@
 
 mod attention;
 mod conv;
+mod hub;
 mod pipeline;
 mod png;
 mod preview;
@@ -32,10 +33,12 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 pub use self::png::{encode_png, read_png_parameters, PngMetadata};
+pub use self::pipeline::TextEncoding;
 pub use self::preview::{preview_due, PREVIEW_EVERY};
+pub use self::scheduler::{Schedule, StepOutput};
 pub use self::spec::{
     list_models, parse_model_spec, read_model_spec, Activation, Architecture, ClipArch, ModelFile,
-    ModelFiles, ModelKind, ModelSpec, Prediction, SchedulerKind, UNetArch, UNetBlock, VaeArch,
+    ModelFiles, ModelKind, ModelSpec, Prediction, SchedulerKind, TimestepSpacing, UNetArch, UNetBlock, VaeArch,
     WeightDType, MIN_SIDE,
 };
 pub use self::tiny::{random_weights, WeightFile};
@@ -148,6 +151,37 @@ impl Engine {
         cancel: &AtomicBool,
     ) -> Result<image::RgbImage, EngineError> {
         self.inner.generate(req, on_step, cancel)
+    }
+}
+
+/// The model's parts one by one (for parity checks against diffusers and for benches); the
+/// tensors live on the engine's device.
+impl Engine {
+    pub fn tokenize(&self, second: bool, text: &str) -> Result<Vec<u32>, EngineError> {
+        self.inner.tokenize(second, text)
+    }
+
+    pub fn encode_text(&self, second: bool, ids: &[u32]) -> Result<TextEncoding, EngineError> {
+        self.inner.encode_text(second, ids)
+    }
+
+    pub fn predict(
+        &self,
+        latents: &candle_core::Tensor,
+        timestep: usize,
+        context: &candle_core::Tensor,
+        xl: Option<(&candle_core::Tensor, &candle_core::Tensor)>,
+    ) -> Result<candle_core::Tensor, EngineError> {
+        self.inner.predict(latents, timestep, context, xl)
+    }
+
+    pub fn decode_latents(&self, latents: &candle_core::Tensor) -> Result<candle_core::Tensor, EngineError> {
+        self.inner.decode_latents(latents)
+    }
+
+    /// The sampling schedule this model uses for `steps` steps.
+    pub fn schedule(&self, steps: usize) -> Schedule {
+        Schedule::for_model(&self.inner.spec, steps)
     }
 }
 

@@ -1,18 +1,16 @@
 //! Loading the parts of a model and running text -> latents -> image.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokenizers::Tokenizer;
 
 use super::preview::{latents_to_rgb, preview_due};
 use super::scheduler::Schedule;
 use super::spec::{ModelFile, ModelSpec, WeightDType};
-use super::text::{ids_tensor, ClipText, PromptTokenizer};
+use super::text::{ids_tensor, load_tokenizer, ClipText, PromptTokenizer};
 use super::unet::{UNet, XlCond};
 use super::vae::Vae;
 use super::{DevicePreference, EngineError, GenerateRequest, Progress};
@@ -81,7 +79,7 @@ fn tokenizer(
     arch: &super::spec::ClipArch,
 ) -> Result<PromptTokenizer, EngineError> {
     let path = spec.dir.join(&f.file);
-    let tok = Tokenizer::from_file(Path::new(&path)).map_err(|e| corrupt(spec, f, e))?;
+    let tok = load_tokenizer(&path).map_err(|e| corrupt(spec, f, e))?;
     PromptTokenizer::new(tok, arch).map_err(|e| corrupt(spec, f, e))
 }
 
@@ -216,11 +214,7 @@ impl Pipeline {
             .encode(req, cfg)
             .map_err(EngineError::InferenceFailed)?;
         let context = context.to_dtype(self.dtype).map_err(failed)?;
-        let schedule = Schedule::new(
-            self.spec.scheduler,
-            self.spec.prediction,
-            req.steps as usize,
-        );
+        let schedule = Schedule::for_model(&self.spec, req.steps as usize);
         let (lh, lw) = (req.height as usize / 8, req.width as usize / 8);
         let mut rng = ChaCha8Rng::seed_from_u64(req.seed);
         let shape = (1, 4, lh, lw);
@@ -291,6 +285,79 @@ impl Pipeline {
         let raw = img.flatten_all()?.to_vec1::<u8>()?;
         image::RgbImage::from_raw(w as u32, h as u32, raw)
             .ok_or_else(|| candle_core::Error::Msg("decoded image has the wrong size".into()))
+    }
+}
+
+/// What a text encoder gives for one prompt (see [`Pipeline::encode_text`]).
+pub struct TextEncoding {
+    /// Last layer after the final layer norm: `[1, tokens, dim]`.
+    pub last: Tensor,
+    /// The penultimate layer's output: `[1, tokens, dim]`.
+    pub penultimate: Tensor,
+    /// `text_projection` of the end token's state for an encoder with a projection, else the
+    /// end token's state itself (diffusers' `text_embeds` / `pooler_output`).
+    pub pooled: Tensor,
+}
+
+/// The model's parts one by one, for parity checks against diffusers and for benches.
+impl Pipeline {
+    fn encoder(&self, second: bool) -> Result<&Encoder, EngineError> {
+        match second {
+            false => Ok(&self.clip),
+            true => self.clip2.as_ref().ok_or_else(|| {
+                EngineError::InvalidParams(format!("model '{}' has one text encoder", self.spec.name))
+            }),
+        }
+    }
+
+    /// The padded token ids of the first (or, for SDXL, `second`) tokenizer.
+    pub fn tokenize(&self, second: bool, text: &str) -> Result<Vec<u32>, EngineError> {
+        self.encoder(second)?.tokenizer.encode(text).map_err(EngineError::InferenceFailed)
+    }
+
+    pub fn encode_text(&self, second: bool, ids: &[u32]) -> Result<TextEncoding, EngineError> {
+        let enc = self.encoder(second)?;
+        let ids = ids_tensor(ids.to_vec(), &self.device).map_err(failed)?;
+        let out = enc.model.forward(&ids, enc.tokenizer.eos()).map_err(failed)?;
+        let pooled = match out.pooled {
+            Some(p) => p,
+            None => {
+                let at = ids.to_vec2::<u32>().map_err(failed)?[0]
+                    .iter()
+                    .position(|&t| t == enc.tokenizer.eos())
+                    .unwrap_or(0);
+                out.last.get(0).and_then(|r| r.get(at)).and_then(|r| r.unsqueeze(0)).map_err(failed)?
+            }
+        };
+        Ok(TextEncoding { last: out.last, penultimate: out.penultimate, pooled })
+    }
+
+    /// One UNet call: `latents` `[batch, 4, h, w]`, `context` `[batch, tokens, dim]`; for SDXL
+    /// `xl` = (pooled `[batch, dim]`, time ids `[batch, 6]`).
+    pub fn predict(
+        &self,
+        latents: &Tensor,
+        timestep: usize,
+        context: &Tensor,
+        xl: Option<(&Tensor, &Tensor)>,
+    ) -> Result<Tensor, EngineError> {
+        let cond = xl.map(|(pooled, time_ids)| XlCond {
+            pooled: pooled.clone(),
+            time_ids: time_ids.clone(),
+        });
+        let cast = |t: &Tensor| t.to_device(&self.device)?.to_dtype(self.dtype);
+        let (x, c) = (cast(latents).map_err(failed)?, cast(context).map_err(failed)?);
+        self.unet
+            .forward(&x, timestep, &c, cond.as_ref())
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(failed)
+    }
+
+    /// The VAE's decode of latents already divided by the scale: `[batch, 3, 8h, 8w]` in about
+    /// -1..1, unclamped.
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor, EngineError> {
+        let z = latents.to_device(&self.device).map_err(failed)?;
+        self.vae.decode(&z).map_err(failed)
     }
 }
 

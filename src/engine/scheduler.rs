@@ -4,14 +4,15 @@
 
 use candle_core::{Result, Tensor};
 
-use super::spec::{Prediction, SchedulerKind};
+use super::spec::{ModelSpec, Prediction, SchedulerKind, TimestepSpacing};
 
 const TRAIN_STEPS: usize = 1000;
 // SD's "scaled_linear" betas, shared by every model kind we run.
 const BETA_START: f64 = 0.00085;
 const BETA_END: f64 = 0.012;
 
-pub(super) struct Schedule {
+/// The timesteps and update rule of one sampling run.
+pub struct Schedule {
     kind: SchedulerKind,
     prediction: Prediction,
     timesteps: Vec<usize>,
@@ -19,9 +20,11 @@ pub(super) struct Schedule {
     /// Euler only: sigma per timestep, plus a final 0.
     sigmas: Vec<f64>,
     step_ratio: usize,
+    /// Euler with leading spacing starts from sqrt(sigma_max² + 1), as diffusers does.
+    leading: bool,
 }
 
-pub(super) struct StepOutput {
+pub struct StepOutput {
     pub prev: Tensor,
     /// The model's current estimate of the clean latents (used for previews).
     pub pred_original: Tensor,
@@ -41,19 +44,35 @@ pub(super) fn alphas_cumprod() -> Vec<f64> {
 }
 
 impl Schedule {
-    pub fn new(kind: SchedulerKind, prediction: Prediction, steps: usize) -> Self {
+    pub fn new(
+        kind: SchedulerKind,
+        prediction: Prediction,
+        spacing: TimestepSpacing,
+        steps_offset: usize,
+        steps: usize,
+    ) -> Self {
         let alphas_cumprod = alphas_cumprod();
         let step_ratio = TRAIN_STEPS / steps;
-        let timesteps: Vec<usize> = match kind {
-            // "leading" with steps_offset = 1, as in SD's scheduler configs.
-            SchedulerKind::Ddim => (0..steps).rev().map(|s| s * step_ratio + 1).collect(),
-            // "trailing", as the Turbo models were distilled with.
-            SchedulerKind::Euler | SchedulerKind::EulerAncestral => {
+        // As diffusers computes them (numpy rounds half to even).
+        let timesteps: Vec<usize> = match spacing {
+            TimestepSpacing::Leading => (0..steps)
+                .rev()
+                .map(|s| (s * step_ratio + steps_offset).min(TRAIN_STEPS - 1))
+                .collect(),
+            TimestepSpacing::Trailing => {
                 let r = TRAIN_STEPS as f64 / steps as f64;
                 (0..steps)
                     .map(|i| {
-                        ((TRAIN_STEPS as f64 - i as f64 * r).round() as usize).saturating_sub(1)
+                        ((TRAIN_STEPS as f64 - i as f64 * r).round_ties_even() as usize)
+                            .saturating_sub(1)
                     })
+                    .collect()
+            }
+            TimestepSpacing::Linspace => {
+                let last = (TRAIN_STEPS - 1) as f64;
+                let gap = if steps > 1 { last / (steps - 1) as f64 } else { 0.0 };
+                (0..steps)
+                    .map(|i| (last - i as f64 * gap).round_ties_even() as usize)
                     .collect()
             }
         };
@@ -69,7 +88,24 @@ impl Schedule {
             alphas_cumprod,
             sigmas,
             step_ratio,
+            leading: spacing == TimestepSpacing::Leading,
         }
+    }
+
+    /// The schedule a model's own settings give for `steps` steps.
+    pub fn for_model(spec: &ModelSpec, steps: usize) -> Self {
+        Self::new(
+            spec.scheduler,
+            spec.prediction,
+            spec.spacing,
+            spec.steps_offset as usize,
+            steps,
+        )
+    }
+
+    /// Euler's noise levels, one per timestep and a final 0 (unused by DDIM).
+    pub fn sigmas(&self) -> &[f64] {
+        &self.sigmas
     }
 
     pub fn timesteps(&self) -> &[usize] {
@@ -80,7 +116,10 @@ impl Schedule {
     pub fn init_noise_sigma(&self) -> f64 {
         match self.kind {
             SchedulerKind::Ddim => 1.0,
-            // Trailing spacing: the largest sigma itself.
+            SchedulerKind::Euler | SchedulerKind::EulerAncestral if self.leading => {
+                (self.sigmas[0] * self.sigmas[0] + 1.0).sqrt()
+            }
+            // Trailing and linspace spacing: the largest sigma itself.
             SchedulerKind::Euler | SchedulerKind::EulerAncestral => self.sigmas[0],
         }
     }
@@ -171,14 +210,14 @@ mod tests {
 
     #[test]
     fn timesteps_follow_the_diffusers_spacings() {
-        let ddim = Schedule::new(SchedulerKind::Ddim, Prediction::Epsilon, 4);
+        let ddim = Schedule::new(SchedulerKind::Ddim, Prediction::Epsilon, TimestepSpacing::Leading, 1, 4);
         assert_eq!(ddim.timesteps(), &[751, 501, 251, 1]);
-        let euler = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, 4);
+        let euler = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, TimestepSpacing::Trailing, 1, 4);
         assert_eq!(euler.timesteps(), &[999, 749, 499, 249]);
-        let one = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, 1);
+        let one = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, TimestepSpacing::Trailing, 1, 1);
         assert_eq!(one.timesteps(), &[999]);
         assert!(!one.needs_noise(0));
-        let plain = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, 4);
+        let plain = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, TimestepSpacing::Trailing, 1, 4);
         assert_eq!(plain.timesteps(), euler.timesteps());
         assert!(
             (0..3).all(|i| !plain.needs_noise(i)) && euler.needs_noise(0),
@@ -197,7 +236,7 @@ mod tests {
     #[test]
     fn euler_steps_deterministically_to_the_next_sigma() {
         let device = candle_core::Device::Cpu;
-        let schedule = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, 2);
+        let schedule = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, TimestepSpacing::Trailing, 1, 2);
         let sample = Tensor::new(&[1.0f32, -2.0, 0.5], &device).unwrap();
         let eps = Tensor::new(&[0.1f32, 0.2, -0.3], &device).unwrap();
         let (s0, s1) = (schedule.sigmas[0], schedule.sigmas[1]);

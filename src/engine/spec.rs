@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::hub;
 use super::{EngineError, GenerateRequest};
 
 /// The model families the engine can run. Each picks a preset for architecture, defaults and
@@ -57,6 +58,18 @@ pub enum SchedulerKind {
     Euler,
     /// Euler Ancestral, "trailing" spacing (SDXL-Turbo).
     EulerAncestral,
+}
+
+/// Which of the 1000 training timesteps a run of n steps visits (diffusers' `timestep_spacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
+    /// Multiples of `1000 / n` plus `steps_offset` (SD 1.5, 2.1 and XL base).
+    Leading,
+    /// Counted down from 999 (the Turbo models).
+    Trailing,
+    /// Evenly from 999 to 0, rounded to whole timesteps.
+    Linspace,
 }
 
 impl SchedulerKind {
@@ -185,6 +198,9 @@ pub struct ModelSpec {
     pub max_guidance: f64,
     pub dtype: WeightDType,
     pub scheduler: SchedulerKind,
+    pub spacing: TimestepSpacing,
+    /// Added to leading timesteps (SD's configs say 1).
+    pub steps_offset: u32,
     pub prediction: Prediction,
     pub vae_scale: f64,
     /// The model's folder.
@@ -294,10 +310,13 @@ impl ModelSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
-    kind: ModelKind,
+    /// Required unless the folder is a hub download (its configs say the kind).
+    kind: Option<ModelKind>,
     description: Option<String>,
     dtype: Option<WeightDType>,
     scheduler: Option<SchedulerKind>,
+    timestep_spacing: Option<TimestepSpacing>,
+    steps_offset: Option<u32>,
     prediction: Option<Prediction>,
     vae_scale: Option<f64>,
     default_width: Option<u32>,
@@ -593,16 +612,20 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Reads `models_dir/<name>/model.toml` (no weights are touched).
+/// Reads `models_dir/<name>/model.toml`, or the configs of a folder downloaded from the
+/// Hugging Face hub as it is (no weights are touched).
 pub fn read_model_spec(models_dir: &Path, name: &str) -> Result<ModelSpec, EngineError> {
     let dir = models_dir.join(name);
     let path = dir.join("model.toml");
-    if !valid_name(name) || !path.is_file() {
+    if !valid_name(name) || !is_model_folder(&dir) {
         let known: Vec<String> = model_names(models_dir);
         return Err(EngineError::UnknownModel {
             name: name.to_string(),
             available: known.join(", "),
         });
+    }
+    if !path.is_file() {
+        return parse_model_spec("", name, &dir);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| corrupt(&path, e))?;
     parse_model_spec(&text, name, &dir).map_err(|e| match e {
@@ -611,12 +634,27 @@ pub fn read_model_spec(models_dir: &Path, name: &str) -> Result<ModelSpec, Engin
     })
 }
 
-/// Parses a model description; `dir` is the model folder the file names are relative to.
+fn is_model_folder(dir: &Path) -> bool {
+    dir.join("model.toml").is_file() || hub::is_hub_folder(dir)
+}
+
+/// Parses a model description; `dir` is the model folder the file names are relative to. In a
+/// hub folder (`model_index.json`) the folder's own configs come first and the description
+/// (which may be empty) overrides them.
 pub fn parse_model_spec(text: &str, name: &str, dir: &Path) -> Result<ModelSpec, EngineError> {
     let bad = |m: String| EngineError::ModelCorrupt(m);
     let raw: RawSpec = toml::from_str(text).map_err(|e| bad(e.to_string().trim().to_string()))?;
-    let p = preset(raw.kind);
-    let mut arch = p.arch.clone();
+    let hub = if hub::is_hub_folder(dir) {
+        Some(hub::read_hub_folder(dir).map_err(|m| bad(format!("{}: {m}", dir.display())))?)
+    } else {
+        None
+    };
+    let kind = raw
+        .kind
+        .or(hub.as_ref().map(|h| h.kind))
+        .ok_or_else(|| bad("missing field `kind`".into()))?;
+    let p = preset(kind);
+    let mut arch = hub.as_ref().map_or_else(|| p.arch.clone(), |h| h.arch.clone());
     if let Some(u) = raw.unet {
         let a = &mut arch.unet;
         a.blocks = u.blocks.unwrap_or(a.blocks.clone());
@@ -656,7 +694,7 @@ pub fn parse_model_spec(text: &str, name: &str, dir: &Path) -> Result<ModelSpec,
         (None, Some(_)) => {
             return Err(bad(format!(
                 "a [clip2] section needs an SDXL kind, not '{}'",
-                raw.kind.as_str()
+                kind.as_str()
             )))
         }
         _ => {}
@@ -669,7 +707,8 @@ pub fn parse_model_spec(text: &str, name: &str, dir: &Path) -> Result<ModelSpec,
                 let (repo, path) = s.split_once(':')?;
                 Some((repo.to_string(), path.to_string()))
             }),
-            None if raw.generated_by.is_none() => default_source(raw.kind, p.repo, part),
+            // A hub folder is complete as downloaded: nothing to point at.
+            None if raw.generated_by.is_none() && hub.is_none() => default_source(kind, p.repo, part),
             None => None,
         };
         ModelFile {
@@ -678,8 +717,17 @@ pub fn parse_model_spec(text: &str, name: &str, dir: &Path) -> Result<ModelSpec,
             source,
         }
     };
-    let xl = raw.kind.is_xl();
-    let f = raw.files;
+    let xl = kind.is_xl();
+    let mut f = raw.files;
+    if let Some(h) = &hub {
+        let hf = h.files.clone();
+        f.unet = f.unet.or(Some(hf.unet));
+        f.vae = f.vae.or(Some(hf.vae));
+        f.clip = f.clip.or(Some(hf.clip));
+        f.clip2 = f.clip2.or(hf.clip2);
+        f.tokenizer = f.tokenizer.or(Some(hf.tokenizer));
+        f.tokenizer2 = f.tokenizer2.or(hf.tokenizer2);
+    }
     let files = ModelFiles {
         unet: file("unet", "UNet weights", f.unet, "unet.safetensors"),
         vae: file("vae", "VAE weights", f.vae, "vae.safetensors"),
@@ -708,23 +756,50 @@ pub fn parse_model_spec(text: &str, name: &str, dir: &Path) -> Result<ModelSpec,
         }),
     };
 
+    let scheduler = raw
+        .scheduler
+        .or(hub.as_ref().and_then(|h| h.scheduler))
+        .unwrap_or(p.scheduler);
+    let preset_spacing = match scheduler {
+        SchedulerKind::Ddim => TimestepSpacing::Leading,
+        SchedulerKind::Euler | SchedulerKind::EulerAncestral => TimestepSpacing::Trailing,
+    };
+    let native = hub.as_ref().and_then(|h| h.native_side);
+    let default_side = native.unwrap_or(p.default_side);
     let spec = ModelSpec {
         name: name.to_string(),
-        kind: raw.kind,
-        description: raw.description.unwrap_or_default(),
-        default_width: raw.default_width.unwrap_or(p.default_side),
-        default_height: raw.default_height.unwrap_or(p.default_side),
-        max_width: raw.max_width.unwrap_or(p.max_side),
-        max_height: raw.max_height.unwrap_or(p.max_side),
+        kind,
+        description: raw.description.unwrap_or_else(|| match &hub {
+            Some(_) => format!("{name} ({})", kind.as_str()),
+            None => String::new(),
+        }),
+        default_width: raw.default_width.unwrap_or(default_side),
+        default_height: raw.default_height.unwrap_or(default_side),
+        max_width: raw.max_width.unwrap_or(p.max_side.max(default_side)),
+        max_height: raw.max_height.unwrap_or(p.max_side.max(default_side)),
         default_steps: raw.default_steps.unwrap_or(p.default_steps),
         max_steps: raw.max_steps.unwrap_or(p.max_steps),
         default_guidance: raw.default_guidance.unwrap_or(p.guidance.0),
         min_guidance: raw.min_guidance.unwrap_or(p.guidance.1),
         max_guidance: raw.max_guidance.unwrap_or(p.guidance.2),
         dtype: raw.dtype.unwrap_or(p.dtype),
-        scheduler: raw.scheduler.unwrap_or(p.scheduler),
-        prediction: raw.prediction.unwrap_or(p.prediction),
-        vae_scale: raw.vae_scale.unwrap_or(p.vae_scale),
+        scheduler,
+        spacing: raw
+            .timestep_spacing
+            .or(hub.as_ref().map(|h| h.spacing))
+            .unwrap_or(preset_spacing),
+        steps_offset: raw
+            .steps_offset
+            .or(hub.as_ref().map(|h| h.steps_offset))
+            .unwrap_or(1),
+        prediction: raw
+            .prediction
+            .or(hub.as_ref().map(|h| h.prediction))
+            .unwrap_or(p.prediction),
+        vae_scale: raw
+            .vae_scale
+            .or(hub.as_ref().map(|h| h.vae_scale))
+            .unwrap_or(p.vae_scale),
         dir: dir.to_path_buf(),
         files,
         arch,
@@ -766,13 +841,6 @@ fn check_consistency(s: &ModelSpec) -> Result<(), String> {
         );
     }
     for b in &u.blocks {
-        // candle's down/up blocks build their ResNets with 32 groups whatever the config says.
-        if b.channels % 32 != 0 {
-            return Err(format!(
-                "[unet] block channels must be multiples of 32, got {}",
-                b.channels
-            ));
-        }
         if b.channels % u.norm_num_groups != 0 || b.heads == 0 || b.channels % b.heads != 0 {
             return Err(format!(
                 "[unet] block with {} channels must be divisible by norm_num_groups ({}) and heads ({})",
@@ -828,14 +896,14 @@ fn model_names(models_dir: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("model.toml").is_file())
+        .filter(|e| is_model_folder(&e.path()))
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
     names.sort();
     names
 }
 
-/// Every folder of `models_dir` with a `model.toml`, sorted by name; a folder whose
+/// Every folder of `models_dir` with a `model.toml` or a hub `model_index.json`, sorted by name; a folder whose
 /// description does not parse is returned as its error.
 pub fn list_models(models_dir: &Path) -> Vec<Result<ModelSpec, EngineError>> {
     model_names(models_dir)

@@ -16,6 +16,50 @@ use super::spec::{Activation, ClipArch};
 const BOS: &str = "<|startoftext|>";
 const EOS: &str = "<|endoftext|>";
 
+/// CLIP's pre-tokenizer pattern (openai/CLIP `simple_tokenizer.py`, as in the hub's
+/// tokenizer.json files).
+const CLIP_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+
+/// Loads a tokenizer: a `tokenizer.json`, or a hub tokenizer folder's `vocab.json` with the
+/// `merges.txt` beside it, built as CLIP's byte-level BPE (what the slow `CLIPTokenizer` reads).
+pub(super) fn load_tokenizer(path: &std::path::Path) -> std::result::Result<Tokenizer, String> {
+    if path.file_name().is_none_or(|n| n != "vocab.json") {
+        return Tokenizer::from_file(path).map_err(|e| e.to_string());
+    }
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::normalizers::replace::ReplacePattern;
+    use tokenizers::normalizers::{Lowercase, Replace, Sequence, NFC};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::{AddedToken, SplitDelimiterBehavior};
+    let merges = path.with_file_name("merges.txt");
+    let text = |p: &std::path::Path| p.to_str().map(str::to_string).ok_or("a path that is not UTF-8");
+    let bpe = BPE::from_file(&text(path)?, &text(&merges)?)
+        .end_of_word_suffix("</w>".into())
+        .unk_token(EOS.into())
+        .build()
+        .map_err(|e| format!("{} with {}: {e}", path.display(), merges.display()))?;
+    let err = |e: tokenizers::Error| e.to_string();
+    let mut tok = Tokenizer::new(bpe);
+    tok.with_normalizer(Some(Sequence::new(vec![
+        NFC.into(),
+        Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(err)?.into(),
+        Lowercase.into(),
+    ])))
+    .map_err(err)?;
+    tok.with_pre_tokenizer(Some(PreSequence::new(vec![
+        Split::new(SplitPattern::Regex(CLIP_PATTERN.into()), SplitDelimiterBehavior::Removed, true)
+            .map_err(err)?
+            .into(),
+        ByteLevel::new(false, true, false).into(),
+    ])));
+    tok.add_special_tokens([AddedToken::from(BOS, true), AddedToken::from(EOS, true)])
+        .map_err(err)?;
+    Ok(tok)
+}
+
 /// Turns a prompt into exactly `max_len` token ids: BOS, tokens, EOS, padding.
 pub(super) struct PromptTokenizer {
     tokenizer: Tokenizer,
@@ -33,6 +77,13 @@ impl PromptTokenizer {
         tokenizer
             .with_truncation(None)
             .map_err(|e| format!("its truncation cannot be turned off: {e}"))?;
+        if let Some(p) = &arch.pad_with {
+            // transformers registers the pad token as a special token, so a "!" typed in the
+            // prompt is that token too (not "!</w>"): do the same to get the same ids.
+            tokenizer
+                .add_special_tokens([tokenizers::AddedToken::from(p.clone(), true)])
+                .map_err(|e| format!("its pad token {p:?} cannot be added: {e}"))?;
+        }
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
@@ -132,7 +183,12 @@ impl ClipText {
         } else {
             None
         };
-        let vb = vb.pp("text_model");
+        // Hub files name everything under `text_model.`; transformers 5 saves it without.
+        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb
+        };
         let emb = vb.pp("embeddings");
         let token_embedding = nn::embedding(c.vocab_size, c.embed_dim, emb.pp("token_embedding"))?;
         let position_embedding = emb
@@ -277,7 +333,7 @@ mod tests {
     fn tiny_tokenizer() -> Tokenizer {
         Tokenizer::from_file(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/models/tiny/tokenizer.json"
+            "/models/tiny-xl/tokenizer.json"
         ))
         .unwrap()
     }

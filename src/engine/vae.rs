@@ -5,7 +5,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn as nn;
 
-use super::attention::softmax_last_dim;
+use super::attention::{attend, softmax_last_dim};
 use super::conv::{Conv2d, Resnet};
 use super::spec::VaeArch;
 
@@ -61,15 +61,16 @@ impl Attention {
         let v = f32(self.v.forward(&tokens)?)?;
         // The scale split over q and k, as in diffusers.
         let scale = (c as f64).powf(-0.25);
-        let scores = (q * scale)?.matmul(&(k.t()? * scale)?)?;
         // candle's VAE uses the plain-op softmax: keep its numbers for loaded weights too.
-        let probs = if self.trainable {
-            softmax_last_dim(&scores, true)?
-        } else {
-            nn::ops::softmax(&scores, D::Minus1)?
+        let trainable = self.trainable;
+        let softmax = |s: &Tensor| {
+            if trainable {
+                softmax_last_dim(s, true)
+            } else {
+                nn::ops::softmax(s, D::Minus1)
+            }
         };
-        let out = probs
-            .matmul(&v)?
+        let out = attend(&(q * scale)?.contiguous()?, &(k.t()? * scale)?, &v, trainable, softmax)?
             .to_dtype(in_dtype)?
             .transpose(1, 2)?
             .contiguous()?
