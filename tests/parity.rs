@@ -121,7 +121,7 @@ fn check_components(kind: &'static str) {
     let xl_rows = xl.then(|| (g.get("unet.text_embeds"), g.get("unet.time_ids")));
     let guidance = g.scalar("unet.guidance");
     for i in 0..2 {
-        let t = g.scalar(&format!("unet.t{i}.timestep")) as usize;
+        let t = g.scalar(&format!("unet.t{i}.timestep"));
         let row = |x: &Tensor| x.narrow(0, 1, 1).unwrap();
         let single_xl = xl_rows.map(|(a, b)| (row(a), row(b)));
         let single = engine

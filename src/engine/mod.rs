@@ -168,7 +168,7 @@ impl Engine {
     pub fn predict(
         &self,
         latents: &candle_core::Tensor,
-        timestep: usize,
+        timestep: f64,
         context: &candle_core::Tensor,
         xl: Option<(&candle_core::Tensor, &candle_core::Tensor)>,
     ) -> Result<candle_core::Tensor, EngineError> {

@@ -337,7 +337,7 @@ impl Pipeline {
     pub fn predict(
         &self,
         latents: &Tensor,
-        timestep: usize,
+        timestep: f64,
         context: &Tensor,
         xl: Option<(&Tensor, &Tensor)>,
     ) -> Result<Tensor, EngineError> {

@@ -15,7 +15,7 @@ const BETA_END: f64 = 0.012;
 pub struct Schedule {
     kind: SchedulerKind,
     prediction: Prediction,
-    timesteps: Vec<usize>,
+    timesteps: Vec<f64>,
     alphas_cumprod: Vec<f64>,
     /// Euler only: sigma per timestep, plus a final 0.
     sigmas: Vec<f64>,
@@ -52,33 +52,48 @@ impl Schedule {
         steps: usize,
     ) -> Self {
         let alphas_cumprod = alphas_cumprod();
+        let steps = steps.clamp(1, TRAIN_STEPS);
         let step_ratio = TRAIN_STEPS / steps;
-        // As diffusers computes them (numpy rounds half to even).
-        let timesteps: Vec<usize> = match spacing {
+        // As diffusers computes them (numpy rounds half to even). Only Euler's linspace spacing
+        // leaves fractions: its sigmas are interpolated there, as diffusers' np.interp does.
+        let timesteps: Vec<f64> = match spacing {
             TimestepSpacing::Leading => (0..steps)
                 .rev()
-                .map(|s| (s * step_ratio + steps_offset).min(TRAIN_STEPS - 1))
+                .map(|s| (s * step_ratio + steps_offset).min(TRAIN_STEPS - 1) as f64)
                 .collect(),
             TimestepSpacing::Trailing => {
                 let r = TRAIN_STEPS as f64 / steps as f64;
                 (0..steps)
-                    .map(|i| {
-                        ((TRAIN_STEPS as f64 - i as f64 * r).round_ties_even() as usize)
-                            .saturating_sub(1)
-                    })
+                    .map(|i| ((TRAIN_STEPS as f64 - i as f64 * r).round_ties_even() - 1.0).max(0.0))
                     .collect()
             }
             TimestepSpacing::Linspace => {
                 let last = (TRAIN_STEPS - 1) as f64;
                 let gap = if steps > 1 { last / (steps - 1) as f64 } else { 0.0 };
                 (0..steps)
-                    .map(|i| (last - i as f64 * gap).round_ties_even() as usize)
+                    .map(|i| {
+                        // diffusers computes these in f32.
+                        let t = (last - i as f64 * gap) as f32 as f64;
+                        if kind == SchedulerKind::Ddim {
+                            t.round_ties_even()
+                        } else {
+                            t
+                        }
+                    })
                     .collect()
             }
         };
+        let sigma_at = |t: usize| ((1.0 - alphas_cumprod[t]) / alphas_cumprod[t]).sqrt();
         let mut sigmas: Vec<f64> = timesteps
             .iter()
-            .map(|&t| ((1.0 - alphas_cumprod[t]) / alphas_cumprod[t]).sqrt())
+            .map(|&t| {
+                let (lo, frac) = (t.floor() as usize, t.fract());
+                if frac == 0.0 {
+                    sigma_at(lo)
+                } else {
+                    sigma_at(lo) * (1.0 - frac) + sigma_at(lo + 1) * frac
+                }
+            })
             .collect();
         sigmas.push(0.0);
         Self {
@@ -108,7 +123,8 @@ impl Schedule {
         &self.sigmas
     }
 
-    pub fn timesteps(&self) -> &[usize] {
+    /// The UNet's timestep at each step (whole numbers but for Euler's linspace spacing).
+    pub fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
@@ -150,7 +166,7 @@ impl Schedule {
     ) -> Result<StepOutput> {
         match self.kind {
             SchedulerKind::Ddim => {
-                let t = self.timesteps[index];
+                let t = self.timesteps[index] as usize;
                 let prev_t = t.saturating_sub(self.step_ratio);
                 let a_t = self.alphas_cumprod[t];
                 // set_alpha_to_one = false: the last step lands on alphas_cumprod[0].
@@ -211,11 +227,11 @@ mod tests {
     #[test]
     fn timesteps_follow_the_diffusers_spacings() {
         let ddim = Schedule::new(SchedulerKind::Ddim, Prediction::Epsilon, TimestepSpacing::Leading, 1, 4);
-        assert_eq!(ddim.timesteps(), &[751, 501, 251, 1]);
+        assert_eq!(ddim.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
         let euler = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, TimestepSpacing::Trailing, 1, 4);
-        assert_eq!(euler.timesteps(), &[999, 749, 499, 249]);
+        assert_eq!(euler.timesteps(), &[999.0, 749.0, 499.0, 249.0]);
         let one = Schedule::new(SchedulerKind::EulerAncestral, Prediction::Epsilon, TimestepSpacing::Trailing, 1, 1);
-        assert_eq!(one.timesteps(), &[999]);
+        assert_eq!(one.timesteps(), &[999.0]);
         assert!(!one.needs_noise(0));
         let plain = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, TimestepSpacing::Trailing, 1, 4);
         assert_eq!(plain.timesteps(), euler.timesteps());
@@ -229,6 +245,28 @@ mod tests {
             "{}",
             euler.init_noise_sigma()
         );
+    }
+
+    /// Euler with linspace spacing keeps diffusers' fractional timesteps and interpolates the
+    /// sigmas between the whole ones; DDIM rounds them.
+    #[test]
+    fn linspace_spacing_keeps_fractions_for_euler_only() {
+        let euler = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, TimestepSpacing::Linspace, 0, 3);
+        assert_eq!(euler.timesteps(), &[999.0, 499.5, 0.0]);
+        let s = |t: usize| {
+            let a = alphas_cumprod()[t];
+            ((1.0 - a) / a).sqrt()
+        };
+        assert!((euler.sigmas()[1] - (s(499) + s(500)) / 2.0).abs() < 1e-12);
+        // Linspace starts from the largest sigma itself, leading from sqrt(sigma² + 1).
+        assert_eq!(euler.init_noise_sigma(), s(999));
+        let leading = Schedule::new(SchedulerKind::Euler, Prediction::Epsilon, TimestepSpacing::Leading, 1, 4);
+        assert_eq!(leading.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
+        assert!((leading.init_noise_sigma() - (s(751) * s(751) + 1.0).sqrt()).abs() < 1e-12);
+        let ddim = Schedule::new(SchedulerKind::Ddim, Prediction::Epsilon, TimestepSpacing::Linspace, 0, 3);
+        assert_eq!(ddim.timesteps(), &[999.0, 500.0, 0.0]);
+        // No steps at all is one step, never a division by zero.
+        assert_eq!(Schedule::new(SchedulerKind::Ddim, Prediction::Epsilon, TimestepSpacing::Leading, 1, 0).timesteps().len(), 1);
     }
 
     /// Plain Euler moves the sample along the model's direction to the next sigma and adds no

@@ -644,10 +644,13 @@ fn is_model_folder(dir: &Path) -> bool {
 pub fn parse_model_spec(text: &str, name: &str, dir: &Path) -> Result<ModelSpec, EngineError> {
     let bad = |m: String| EngineError::ModelCorrupt(m);
     let raw: RawSpec = toml::from_str(text).map_err(|e| bad(e.to_string().trim().to_string()))?;
-    let hub = if hub::is_hub_folder(dir) {
-        Some(hub::read_hub_folder(dir).map_err(|m| bad(format!("{}: {m}", dir.display())))?)
-    } else {
-        None
+    // A model.toml that names its kind also works on a download whose configs easel cannot
+    // read (it then lists the files itself, as before hub folders were read).
+    let hub = match hub::is_hub_folder(dir).then(|| hub::read_hub_folder(dir)) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) if raw.kind.is_some() => None,
+        Some(Err(m)) => return Err(bad(format!("{}: {m}", dir.display()))),
     };
     let kind = raw
         .kind
@@ -760,9 +763,12 @@ pub fn parse_model_spec(text: &str, name: &str, dir: &Path) -> Result<ModelSpec,
         .scheduler
         .or(hub.as_ref().and_then(|h| h.scheduler))
         .unwrap_or(p.scheduler);
-    let preset_spacing = match scheduler {
-        SchedulerKind::Ddim => TimestepSpacing::Leading,
-        SchedulerKind::Euler | SchedulerKind::EulerAncestral => TimestepSpacing::Trailing,
+    // Without a spacing given: diffusers' default for a hub folder's sampler (linspace for the
+    // Euler ones), else the kind's preset (trailing: the Turbo models).
+    let default_spacing = match (scheduler, &hub) {
+        (SchedulerKind::Ddim, _) => TimestepSpacing::Leading,
+        (_, Some(_)) => TimestepSpacing::Linspace,
+        (_, None) => TimestepSpacing::Trailing,
     };
     let native = hub.as_ref().and_then(|h| h.native_side);
     let default_side = native.unwrap_or(p.default_side);
@@ -786,8 +792,8 @@ pub fn parse_model_spec(text: &str, name: &str, dir: &Path) -> Result<ModelSpec,
         scheduler,
         spacing: raw
             .timestep_spacing
-            .or(hub.as_ref().map(|h| h.spacing))
-            .unwrap_or(preset_spacing),
+            .or(hub.as_ref().and_then(|h| h.spacing))
+            .unwrap_or(default_spacing),
         steps_offset: raw
             .steps_offset
             .or(hub.as_ref().map(|h| h.steps_offset))
@@ -862,9 +868,10 @@ fn check_consistency(s: &ModelSpec) -> Result<(), String> {
     }
     let v = &a.vae;
     if v.block_out_channels.is_empty()
+        || v.norm_num_groups == 0
         || v.block_out_channels
             .iter()
-            .any(|c| c % v.norm_num_groups.max(1) != 0)
+            .any(|c| c % v.norm_num_groups != 0)
     {
         return Err(
             "[vae] block_out_channels must be non-empty multiples of norm_num_groups".into(),
@@ -881,6 +888,7 @@ fn check_consistency(s: &ModelSpec) -> Result<(), String> {
         if c.num_attention_heads == 0
             || c.embed_dim % c.num_attention_heads != 0
             || c.num_hidden_layers < 2
+            || c.max_position_embeddings < 2
         {
             return Err(
                 "[clip] embed_dim must be divisible by num_attention_heads, with at least 2 layers"

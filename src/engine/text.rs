@@ -53,7 +53,7 @@ pub(super) fn load_tokenizer(path: &std::path::Path) -> std::result::Result<Toke
         Split::new(SplitPattern::Regex(CLIP_PATTERN.into()), SplitDelimiterBehavior::Removed, true)
             .map_err(err)?
             .into(),
-        ByteLevel::new(false, true, false).into(),
+        ByteLevel::new(false, true, true).into(),
     ])));
     tok.add_special_tokens([AddedToken::from(BOS, true), AddedToken::from(EOS, true)])
         .map_err(err)?;

@@ -230,7 +230,7 @@ impl UNet {
     pub fn forward(
         &self,
         xs: &Tensor,
-        timestep: usize,
+        timestep: f64,
         context: &Tensor,
         xl: Option<&XlCond>,
     ) -> Result<Tensor> {
