@@ -275,7 +275,7 @@ impl Pipeline {
     }
 
     fn decode(&self, latents: &Tensor) -> candle_core::Result<image::RgbImage> {
-        let img = self.vae.decode(&(latents / self.spec.vae_scale)?)?;
+        let img = self.vae.decode_tiled(&(latents / self.spec.vae_scale)?)?;
         let img = ((img.get(0)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
         let img = (img * 255.0)?
             .round()?

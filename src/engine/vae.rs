@@ -218,6 +218,57 @@ impl Vae {
         }
     }
 
+    /// [`Vae::decode`], in overlapping tiles blended across their seams once the latents exceed
+    /// [`TILE`] on a side (as diffusers' `enable_tiling` does): memory then stays that of one
+    /// tile (a 512² image) whatever the size. Smaller latents decode whole, unchanged.
+    pub fn decode_tiled(&self, z: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = z.dims4()?;
+        if h <= TILE && w <= TILE {
+            return self.decode(z);
+        }
+        let stride = TILE - TILE_OVERLAP;
+        let blend = TILE_OVERLAP * 8;
+        // Tiles start every `stride` latents; each keeps `stride * 8` pixels (the last ones
+        // what is left), so together they cover the whole image.
+        let starts = |n: usize| -> Vec<usize> { (0..n).step_by(stride).collect() };
+        let mut rows: Vec<Vec<Tensor>> = Vec::new();
+        for &y in &starts(h) {
+            let mut row = Vec::new();
+            for &x in &starts(w) {
+                let tile = z.narrow(2, y, TILE.min(h - y))?.narrow(3, x, TILE.min(w - x))?;
+                row.push(self.decode(&tile)?);
+            }
+            rows.push(row);
+        }
+        // Each tile fades in over the one above and the one to its left, then keeps the part
+        // up to the next tile's start.
+        for i in 0..rows.len() {
+            for j in 0..rows[i].len() {
+                let mut tile = rows[i][j].clone();
+                if i > 0 {
+                    tile = blend_edge(&rows[i - 1][j], &tile, 2, blend)?;
+                }
+                if j > 0 {
+                    tile = blend_edge(&rows[i][j - 1], &tile, 3, blend)?;
+                }
+                rows[i][j] = tile;
+            }
+        }
+        let keep = stride * 8;
+        let mut out_rows = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let parts = row
+                .iter()
+                .map(|t| {
+                    let (th, tw) = (t.dim(2)?, t.dim(3)?);
+                    t.narrow(2, 0, keep.min(th))?.narrow(3, 0, keep.min(tw))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out_rows.push(Tensor::cat(&parts, 3)?);
+        }
+        Tensor::cat(&out_rows, 2)?.narrow(2, 0, h * 8)?.narrow(3, 0, w * 8)
+    }
+
     /// Pixels in about -1..1 from (unscaled) latents.
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         let xs = self.conv_in.forward(&self.post_quant_conv.forward(z)?)?;
@@ -232,5 +283,78 @@ impl Vae {
             }
         }
         self.conv_out.forward(&nn::ops::silu(&self.norm_out.forward(&xs)?)?)
+    }
+}
+
+/// Latent tile side for [`Vae::decode_tiled`] (a 512² image) and how much tiles overlap.
+const TILE: usize = 64;
+const TILE_OVERLAP: usize = 16;
+
+/// `next` with its first `extent` pixels along `dim` faded in from the last `extent` of `prev`.
+fn blend_edge(prev: &Tensor, next: &Tensor, dim: usize, extent: usize) -> Result<Tensor> {
+    let extent = extent.min(prev.dim(dim)?).min(next.dim(dim)?);
+    if extent == 0 {
+        return Ok(next.clone());
+    }
+    let mut shape = vec![1usize; 4];
+    shape[dim] = extent;
+    let ramp: Vec<f32> = (0..extent).map(|i| i as f32 / extent as f32).collect();
+    let ramp = Tensor::from_vec(ramp, shape, next.device())?.to_dtype(next.dtype())?;
+    let p = prev.narrow(dim, prev.dim(dim)? - extent, extent)?;
+    let n = next.narrow(dim, 0, extent)?;
+    // Tiles at the edges may be narrower along the other axis: blend what they share.
+    let other = if dim == 2 { 3 } else { 2 };
+    let shared = p.dim(other)?.min(n.dim(other)?);
+    let (p, n_shared) = (p.narrow(other, 0, shared)?, n.narrow(other, 0, shared)?);
+    let mixed = (p.broadcast_mul(&ramp.affine(-1.0, 1.0)?)? + n_shared.broadcast_mul(&ramp)?)?;
+    let mixed = if shared < n.dim(other)? {
+        Tensor::cat(&[&mixed, &n.narrow(other, shared, n.dim(other)? - shared)?], other)?
+    } else {
+        mixed
+    };
+    let rest = next.dim(dim)? - extent;
+    if rest == 0 {
+        return Ok(mixed);
+    }
+    Tensor::cat(&[&mixed, &next.narrow(dim, extent, rest)?], dim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// Up to one tile the decode is the whole one, bit for bit; beyond, the tiles cover the
+    /// image and their seams are blended (no jump at a seam larger than elsewhere).
+    #[test]
+    fn large_latents_decode_in_blended_tiles() {
+        let dev = Device::Cpu;
+        let arch = VaeArch { block_out_channels: vec![8, 8, 8, 8], layers_per_block: 1, norm_num_groups: 4, latent_channels: 4 };
+        let map = VarMap::new();
+        let vae = Vae::new(VarBuilder::from_varmap(&map, DType::F32, &dev), &arch, false).unwrap();
+        crate::engine::tiny::seeded_init(&map, 3).unwrap();
+        // A smooth latent field, so the picture itself has no edges.
+        let field = |h: usize, w: usize| {
+            let v: Vec<f32> = (0..4 * h * w).map(|i| (((i % w) as f32 / 9.0).sin() + ((i / w % h) as f32 / 7.0).cos()) * 0.5).collect();
+            Tensor::from_vec(v, (1, 4, h, w), &dev).unwrap()
+        };
+        let small = field(TILE, 40);
+        let (a, b) = (vae.decode(&small).unwrap(), vae.decode_tiled(&small).unwrap());
+        assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+
+        let (h, w) = (TILE + 36, TILE + 8);
+        let img = vae.decode_tiled(&field(h, w)).unwrap();
+        assert_eq!(img.dims(), &[1, 3, h * 8, w * 8]);
+        // Mean absolute change from one pixel row to the next, per row.
+        let rows = img.get(0).unwrap().mean(0).unwrap(); // [H, W]
+        let steps = (rows.narrow(0, 1, h * 8 - 1).unwrap() - rows.narrow(0, 0, h * 8 - 1).unwrap()).unwrap().abs().unwrap().mean(1).unwrap();
+        let steps: Vec<f32> = steps.to_vec1().unwrap();
+        assert!(steps.iter().all(|s| s.is_finite()));
+        let seam = (TILE - TILE_OVERLAP) * 8; // where the second row of tiles takes over
+        let typical = { let mut s = steps.clone(); s.sort_by(f32::total_cmp); s[s.len() * 9 / 10] };
+        for y in [seam - 1, seam, seam + 1] {
+            assert!(steps[y] <= typical * 3.0, "a jump at the seam (row {y}): {} vs {typical}", steps[y]);
+        }
     }
 }
