@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-// The tests run against the real release server with the tiny model, on a port of their own
+// The tests run against the real release server with the default model, on a port of their own
 // and a fresh data directory, so a server a developer left running on :3000 is never touched.
 const port = Number(process.env.EASEL_E2E_PORT ?? 3300);
 const baseURL = `http://127.0.0.1:${port}`;

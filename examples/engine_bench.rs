@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .find(|a| !a.starts_with("--"))
         .cloned()
-        .unwrap_or_else(|| "tiny".into());
+        .unwrap_or_else(|| "shapes".into());
     let device = if args.iter().any(|a| a == "--gpu") {
         DevicePreference::Gpu
     } else {

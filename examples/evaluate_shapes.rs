@@ -3,8 +3,10 @@
 //! model's default size, each picture checked by plain image analysis (`easel::scenes::score`).
 //! Prints a table per size, the time per picture, and the prompts it got wrong.
 //!
-//! Usage: `cargo run --release --features ssr --example evaluate_shapes -- [COUNT] [--save DIR]`
-//! (COUNT prompts per size, default 200; `--save` writes the pictures as PNGs.)
+//! Usage: `cargo run --release --features ssr --example evaluate_shapes -- [COUNT] [--save DIR]
+//! [--guidance G] [--seed S]` (COUNT prompts per size, default 200; `--save` writes the pictures
+//! as PNGs; `--guidance` tries another scale than the model's default; `--seed` draws another
+//! set of prompts, e.g. to tune settings on prompts other than the reported ones.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -20,7 +22,10 @@ const SEED: u64 = 777;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
-    let save = args.iter().position(|a| a == "--save").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let save = flag("--save").map(PathBuf::from);
+    let guidance: Option<f64> = flag("--guidance").map(|g| g.parse()).transpose()?;
+    let seed: u64 = flag("--seed").map(|s| s.parse()).transpose()?.unwrap_or(SEED);
     let models = std::env::var("EASEL_MODELS_DIR").unwrap_or_else(|_| "models".into());
     let engine = Engine::load(Path::new(&models), "shapes", DevicePreference::Cpu).context("loading models/shapes")?;
     let spec = engine.spec().clone();
@@ -30,14 +35,14 @@ fn main() -> Result<()> {
     }
     for side in sides {
         let mut times = Vec::new();
-        let report = evaluate(count, side, SEED, |prompt, side, seed| {
+        let report = evaluate(count, side, seed, |prompt, side, seed| {
             let req = GenerateRequest {
                 prompt: prompt.to_string(),
                 negative_prompt: String::new(),
                 width: side,
                 height: side,
                 steps: spec.default_steps,
-                guidance: spec.default_guidance,
+                guidance: guidance.unwrap_or(spec.default_guidance),
                 seed,
             };
             let started = Instant::now();
@@ -55,7 +60,7 @@ fn main() -> Result<()> {
         println!(
             "time per picture ({} steps, guidance {}): median {:.3} s, max {:.3} s\n",
             spec.default_steps,
-            spec.default_guidance,
+            guidance.unwrap_or(spec.default_guidance),
             times[times.len() / 2],
             times[times.len() - 1]
         );

@@ -1,5 +1,6 @@
-//! Makes the committed tiny test models `models/tiny` (SD 1.5-shaped) and `models/tiny-xl`
-//! (SDXL-shaped: two text encoders, pooled embedding, time ids): model.toml, a small byte-level
+//! Makes the committed tiny test model `models/tiny-xl` (SDXL-shaped: two text encoders, pooled
+//! embedding, time ids), the second kind tests need beside the default `models/shapes` (SD 1.5's
+//! architecture, trained by `train_shapes`): model.toml, a small byte-level
 //! BPE tokenizer.json and seeded random weights stored as f16 safetensors. Reproducible byte
 //! for byte: running it twice gives identical files.
 //!
@@ -110,64 +111,6 @@ fn make_tokenizer() -> Tokenizer {
     ])
     .expect("special tokens");
     tok
-}
-
-fn tiny_toml(vocab: usize) -> String {
-    format!(
-        r#"# Tiny random-weight test model, made by `{TOOL}`.
-# Same code path as SD 1.5 (CLIP text encoder, cross-attention UNet, /8 VAE, DDIM) with tiny
-# dimensions. Its pictures are abstract, noise-like patterns: it exists for tests and demos.
-kind = "sd15"
-description = "Tiny SD 1.5-shaped test model (random weights: abstract patterns)"
-generated_by = "{TOOL}"
-dtype = "f32"
-scheduler = "ddim"
-prediction = "epsilon"
-vae_scale = 0.18215
-default_width = 256
-default_height = 256
-max_width = 512
-max_height = 512
-default_steps = 8
-max_steps = 50
-default_guidance = 7.5
-min_guidance = 1.0
-max_guidance = 20.0
-
-[files]
-unet = "unet.safetensors"
-vae = "vae.safetensors"
-clip = "text_encoder.safetensors"
-tokenizer = "tokenizer.json"
-
-[clip]
-vocab_size = {vocab}
-embed_dim = 64
-intermediate_size = 128
-num_hidden_layers = 2
-num_attention_heads = 2
-max_position_embeddings = 77
-activation = "quick_gelu"
-projection_dim = 64
-
-[unet]
-blocks = [
-  {{ channels = 32, transformer_layers = 1, heads = 2 }},
-  {{ channels = 32, transformer_layers = 1, heads = 2 }},
-  {{ channels = 64, transformer_layers = 0, heads = 4 }},
-]
-layers_per_block = 1
-norm_num_groups = 32
-cross_attention_dim = 64
-use_linear_projection = false
-
-[vae]
-block_out_channels = [16, 16, 32, 32]
-layers_per_block = 1
-norm_num_groups = 8
-latent_channels = 4
-"#
-    )
 }
 
 fn tiny_xl_toml(vocab: usize) -> String {
@@ -288,7 +231,6 @@ fn main() -> anyhow_free::Result {
     let models = Path::new(&models);
     let tokenizer = make_tokenizer();
     let vocab = tokenizer.get_vocab_size(true);
-    write_model(models, "tiny", &tiny_toml(vocab), &tokenizer, 0x5eed_0001)?;
     write_model(
         models,
         "tiny-xl",

@@ -4,7 +4,8 @@
 //! out. Seeded: the same command on the same machine writes the same files.
 //!
 //! Usage: `cargo run --release --features ssr --example train_shapes [-- <models dir>]`
-//! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS (for trying things out).
+//! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS (for trying things out);
+//! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloure
 # SD 1.5's architecture at tiny size, trained from scratch by
 # `cargo run --release --features ssr --example train_shapes`.
 kind = "sd15"
-description = "Shapes: coloured circles, squares, triangles, stars, hearts and rings, placed where you say"
+description = "Shapes (in training): scenes of coloured shapes; it does not follow the prompt yet"
 generated_by = "cargo run --release --features ssr --example train_shapes"
 dtype = "f16"
 scheduler = "ddim"
@@ -131,7 +132,14 @@ fn main() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let started = Instant::now();
 
-    let vae_steps = env_steps("EASEL_VAE_STEPS", 700);
+    // EASEL_RESUME_FROM=<models dir>: continue from the model written there (no VAE phase).
+    let resume = std::env::var_os("EASEL_RESUME_FROM").map(PathBuf::from);
+    if let Some(from) = &resume {
+        let spec = easel::engine::read_model_spec(from, NAME)?;
+        trainer.resume(&from.join(NAME), spec.vae_scale)?;
+        println!("resumed from {} (latent scale {:.5})", from.display(), spec.vae_scale);
+    }
+    let vae_steps = if resume.is_some() { 0 } else { env_steps("EASEL_VAE_STEPS", 700) };
     let mut opt = trainer.vae_optimizer(1e-3)?;
     for step in 0..vae_steps {
         opt.set_learning_rate(lr(1e-3, step, vae_steps));
@@ -145,13 +153,17 @@ fn main() -> Result<()> {
         let r = trainer.vae_step(&images, 1e-4, &mut opt)?;
         report("vae", step, vae_steps, r.loss, started);
     }
-    let sample: Vec<_> = (0..64).map(|_| Scene::random(&mut rng, false).render(SIDE, &mut rng)).collect();
-    let scale = trainer.fit_latent_scale(&sample)?;
-    println!("latent scale {scale:.5}");
+    if resume.is_none() {
+        let sample: Vec<_> = (0..64).map(|_| Scene::random(&mut rng, false).render(SIDE, &mut rng)).collect();
+        let scale = trainer.fit_latent_scale(&sample)?;
+        println!("latent scale {scale:.5}");
+    }
 
     let steps = env_steps("EASEL_DIFFUSION_STEPS", 2200);
     trainer.start_averaging()?;
-    let mut opt = trainer.diffusion_optimizer(1e-3)?;
+    // A resumed run starts lower: the weights are past the early, large steps.
+    let peak = if resume.is_some() { 3e-4 } else { 1e-3 };
+    let mut opt = trainer.diffusion_optimizer(peak)?;
     // Encoding is a third of a step's work, so scenes are encoded FRESH at a time into a pool
     // of recent ones and each batch is drawn from the pool (each caption phrased anew).
     let mut pool: VecDeque<(Tensor, Scene)> = VecDeque::with_capacity(POOL);
@@ -159,7 +171,7 @@ fn main() -> Result<()> {
         add_to_pool(&mut pool, &trainer, 32, &mut rng)?;
     }
     for step in 0..steps {
-        opt.set_learning_rate(lr(1e-3, step, steps));
+        opt.set_learning_rate(lr(peak, step, steps));
         add_to_pool(&mut pool, &trainer, FRESH, &mut rng)?;
         let picked: Vec<usize> = (0..BATCH).map(|_| rng.random_range(0..pool.len())).collect();
         let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].0).collect::<Vec<_>>(), 0)?;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scale-out bench on loopback, one run, the tiny model:
+# Scale-out bench on loopback, one run, the default model:
 #   1. jobs per second with 1 and then 2 worker processes (`easel worker`) behind one web process
 #      (`easel --no-worker`) on one Redis;
 #   2. status-poll throughput (wrk) of one finished job with the Redis store vs the SQLite store.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Serving bench on loopback, one run, one process (SQLite, the tiny model): wrk -t2 -c100 on
+# Serving bench on loopback, one run, one process (SQLite, the default model): wrk -t2 -c100 on
 #   GET /healthz (the trivial route: this server's own limit on this machine), GET / (the SSR
 #   page) for a first visit and for a returning visitor with a history, GET /api/status/{id} of
 #   a finished job and of a waiting one,

@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install.sh build
 cargo leptos build --release
+# Once more for the server alone: it carries the site just built (see build.rs).
+cargo build --release --no-default-features --features ssr
 exec target/release/easel "$@"

@@ -11,6 +11,9 @@ started=$(date +%s)
 cargo leptos build --release
 cargo test --release --no-default-features --features ssr
 (cd end2end && playwright test)
+# The release binary alone in an empty folder (it carries the site and the default model).
+echo "single binary: $(du -h target/release/easel | cut -f1) ($(stat -c %s target/release/easel) bytes)"
+(cd end2end && playwright test --config single-binary.config.ts)
 scripts/bundle-size.sh
 
 echo "all tests passed in $(( $(date +%s) - started ))s"

@@ -1,5 +1,5 @@
 //! The JSON API, server functions, SSE, rate limits and backpressure, over real HTTP against
-//! the real server binary running the tiny model.
+//! the real server binary running the default model.
 
 mod common;
 
@@ -297,9 +297,9 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
 fn server_functions_answer_with_the_same_types_and_kinds() {
     let server = Server::start(&[]);
     let models: Value = client().post(server.url("/sfn/models")).send().unwrap().json().unwrap();
-    assert_eq!(models["defaultModel"], "tiny");
+    assert_eq!(models["defaultModel"], "shapes");
     let names: Vec<&str> = models["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"tiny") && names.contains(&"tiny-xl"), "{names:?}");
+    assert!(names.contains(&"shapes") && names.contains(&"tiny-xl"), "{names:?}");
 
     let r = client().post(server.url("/sfn/submit")).form(&[("params[prompt]", "   ")]).send().unwrap();
     assert_eq!(r.status(), 422);
@@ -560,11 +560,12 @@ fn a_huge_refused_form_goes_back_without_its_fields() {
     assert!(huge.as_str().len() < 2_000, "{}", huge.as_str().len());
 }
 
-/// A models folder of the tiny model, a copy missing its UNet and a copy with a damaged one.
+/// A models folder with a copy of the default model (under another name), a copy missing its
+/// UNet and a copy with a damaged one.
 fn models_with_broken_copies() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
-    for name in ["tiny", "incomplete", "damaged"] {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shapes");
+    for name in ["mine", "incomplete", "damaged"] {
         let target = dir.path().join(name);
         std::fs::create_dir_all(&target).unwrap();
         for entry in std::fs::read_dir(&source).unwrap() {
@@ -584,7 +585,9 @@ fn only_complete_models_are_offered_and_failures_never_show_paths() {
     let offered: Value = client().get(server.url("/api/models")).send().unwrap().json().unwrap();
     let mut names: Vec<&str> = offered.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["damaged", "tiny"], "a model with missing files was offered");
+    // The default model the binary carries is written into a models folder that lacks it.
+    assert_eq!(names, ["damaged", "mine", "shapes"], "a model with missing files was offered");
+    assert!(models.path().join("shapes/model.toml").is_file());
 
     let (code, body) = submit_as(&server, json!({"prompt": "a fox", "model": "damaged", "steps": 2}), Some("198.51.100.1"));
     assert_eq!(code, 202, "{body}");

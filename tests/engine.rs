@@ -1,4 +1,5 @@
-//! Engine tests on CPU with the committed tiny models (models/tiny, models/tiny-xl).
+//! Engine tests on CPU with the committed small models: the default `models/shapes` (SD 1.5's
+//! architecture, trained) and `models/tiny-xl` (SDXL-shaped, random weights).
 //! Run in release: `cargo test --release --test engine`.
 
 use std::path::{Path, PathBuf};
@@ -17,10 +18,10 @@ fn models_dir() -> PathBuf {
     }
 }
 
-fn tiny() -> &'static Engine {
+fn shapes() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
-        Engine::load(&models_dir(), "tiny", DevicePreference::Cpu).expect("tiny model loads")
+        Engine::load(&models_dir(), "shapes", DevicePreference::Cpu).expect("the shapes model loads")
     })
 }
 
@@ -68,7 +69,7 @@ fn load_err(dir: &Path, name: &str) -> EngineError {
 
 #[test]
 fn generates_the_requested_sizes() {
-    let e = tiny();
+    let e = shapes();
     assert_eq!(e.device_name(), "cpu");
     for (w, h) in [(64, 64), (64, 96), (96, 64)] {
         let img = run(e, &request("a red fox in the snow", w, h, 3, 1)).unwrap();
@@ -84,19 +85,19 @@ fn generates_the_requested_sizes() {
 
 #[test]
 fn same_seed_same_pixels_other_seed_or_prompt_differs() {
-    let e = tiny();
-    let a = run(e, &request("a cat", 64, 64, 4, 42)).unwrap();
-    let b = run(e, &request("a cat", 64, 64, 4, 42)).unwrap();
+    let e = shapes();
+    let a = run(e, &request("a red circle", 64, 64, 4, 42)).unwrap();
+    let b = run(e, &request("a red circle", 64, 64, 4, 42)).unwrap();
     assert_eq!(a.as_raw(), b.as_raw());
-    let c = run(e, &request("a cat", 64, 64, 4, 43)).unwrap();
+    let c = run(e, &request("a red circle", 64, 64, 4, 43)).unwrap();
     assert_ne!(a.as_raw(), c.as_raw());
-    let d = run(e, &request("a dog on the beach", 64, 64, 4, 42)).unwrap();
+    let d = run(e, &request("a blue square on a green background", 64, 64, 4, 42)).unwrap();
     assert_ne!(
         a.as_raw(),
         d.as_raw(),
         "the prompt must condition the image"
     );
-    let mut neg = request("a cat", 64, 64, 4, 42);
+    let mut neg = request("a red circle", 64, 64, 4, 42);
     neg.negative_prompt = "blurry".into();
     assert_ne!(
         a.as_raw(),
@@ -107,7 +108,7 @@ fn same_seed_same_pixels_other_seed_or_prompt_differs() {
 
 #[test]
 fn the_engine_is_shared_across_threads() {
-    let e = tiny();
+    let e = shapes();
     let req = request("a castle", 64, 64, 2, 7);
     let here = run(e, &req).unwrap();
     let there = std::thread::scope(|s| s.spawn(|| run(e, &req).unwrap()).join().unwrap());
@@ -116,7 +117,7 @@ fn the_engine_is_shared_across_threads() {
 
 #[test]
 fn step_callback_and_previews() {
-    let e = tiny();
+    let e = shapes();
     let steps = 9;
     let (w, h) = (64, 96);
     let mut seen = Vec::new();
@@ -146,7 +147,7 @@ fn step_callback_and_previews() {
 
 #[test]
 fn cancel_from_the_callback_stops_within_a_step() {
-    let e = tiny();
+    let e = shapes();
     let cancel = AtomicBool::new(false);
     let mut calls = 0;
     let r = e.generate(
@@ -176,7 +177,7 @@ fn cancel_from_the_callback_stops_within_a_step() {
 
 #[test]
 fn invalid_requests_get_typed_errors() {
-    let e = tiny();
+    let e = shapes();
     let spec = e.spec();
     let ok = request("a bird", 64, 64, 2, 1);
     assert!(spec.validate(&ok).is_ok());
@@ -226,7 +227,7 @@ fn unknown_models() {
     let msg = read_model_spec(&models_dir(), "nope")
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("nope") && msg.contains("tiny"), "{msg}");
+    assert!(msg.contains("nope") && msg.contains("shapes"), "{msg}");
 }
 
 #[test]
@@ -235,8 +236,8 @@ fn lists_models_sorted() {
         .into_iter()
         .map(|m| m.unwrap().name)
         .collect();
-    assert_eq!(names, vec!["tiny", "tiny-xl"]);
-    let t = read_model_spec(&models_dir(), "tiny").unwrap();
+    assert_eq!(names, vec!["shapes", "tiny-xl"]);
+    let t = read_model_spec(&models_dir(), "shapes").unwrap();
     assert_eq!(t.kind, ModelKind::Sd15);
     assert!(t.missing_files().is_empty());
 }
@@ -256,9 +257,9 @@ fn broken_model_toml_is_model_corrupt() {
             "80",
         ),
     ] {
-        let tmp = copy_model("tiny");
-        std::fs::write(tmp.path().join("tiny/model.toml"), toml).unwrap();
-        let err = load_err(tmp.path(), "tiny");
+        let tmp = copy_model("shapes");
+        std::fs::write(tmp.path().join("shapes/model.toml"), toml).unwrap();
+        let err = load_err(tmp.path(), "shapes");
         assert_eq!(err.kind(), "model_corrupt", "{toml}: {err}");
         let msg = err.to_string();
         assert!(msg.contains("model.toml") && msg.contains(needle), "{msg}");
@@ -269,14 +270,14 @@ fn broken_model_toml_is_model_corrupt() {
 
 #[test]
 fn missing_weights_say_what_to_put_where() {
-    let tmp = copy_model("tiny");
-    std::fs::remove_file(tmp.path().join("tiny/unet.safetensors")).unwrap();
-    let err = load_err(tmp.path(), "tiny");
+    let tmp = copy_model("shapes");
+    std::fs::remove_file(tmp.path().join("shapes/unet.safetensors")).unwrap();
+    let err = load_err(tmp.path(), "shapes");
     assert_eq!(err.kind(), "model_missing");
     let msg = err.to_string();
-    let expected_path = tmp.path().join("tiny/unet.safetensors");
+    let expected_path = tmp.path().join("shapes/unet.safetensors");
     assert!(msg.contains(&expected_path.display().to_string()), "{msg}");
-    assert!(msg.contains("make_tiny_models"), "{msg}");
+    assert!(msg.contains("train_shapes"), "{msg}");
     assert!(
         !msg.contains("vae.safetensors"),
         "only missing files are named: {msg}"
@@ -333,24 +334,24 @@ fn corrupt_weights_and_tokenizer_are_model_corrupt() {
         "text_encoder.safetensors",
         "tokenizer.json",
     ] {
-        let tmp = copy_model("tiny");
+        let tmp = copy_model("shapes");
         std::fs::write(
-            tmp.path().join("tiny").join(file),
+            tmp.path().join("shapes").join(file),
             b"definitely not a model file",
         )
         .unwrap();
-        let err = load_err(tmp.path(), "tiny");
+        let err = load_err(tmp.path(), "shapes");
         assert_eq!(err.kind(), "model_corrupt", "{file}: {err}");
         assert!(err.to_string().contains(file), "{err}");
     }
-    // Right format, wrong shapes: the UNet of tiny-xl is not the UNet of tiny.
-    let tmp = copy_model("tiny");
+    // Right format, wrong shapes: the UNet of tiny-xl is not the UNet of shapes.
+    let tmp = copy_model("shapes");
     std::fs::copy(
         models_dir().join("tiny-xl/unet.safetensors"),
-        tmp.path().join("tiny/unet.safetensors"),
+        tmp.path().join("shapes/unet.safetensors"),
     )
     .unwrap();
-    let err = load_err(tmp.path(), "tiny");
+    let err = load_err(tmp.path(), "shapes");
     assert_eq!(err.kind(), "model_corrupt");
     assert!(err.to_string().contains("unet.safetensors"), "{err}");
 }
@@ -384,7 +385,7 @@ fn tiny_xl_generates_with_and_without_guidance() {
 
 #[test]
 fn png_metadata_round_trips() {
-    let e = tiny();
+    let e = shapes();
     let mut req = request("a lighthouse at night", 64, 64, 2, 99);
     req.negative_prompt = "fog".into();
     let img = run(e, &req).unwrap();
@@ -394,7 +395,7 @@ fn png_metadata_round_trips() {
     assert_eq!(
         params,
         format!(
-            "a lighthouse at night\nNegative prompt: fog\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 99, Size: 64x64, Model: tiny, Version: easel {}",
+            "a lighthouse at night\nNegative prompt: fog\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 99, Size: 64x64, Model: shapes, Version: easel {}",
             env!("CARGO_PKG_VERSION")
         )
     );

@@ -282,20 +282,20 @@ mod redis_store {
     fn workers_claim_only_models_they_offer() {
         let redis = RedisServer::start();
         let web = Easel::web("web", &redis, WEB);
-        let sd15 = Easel::worker("worker-tiny", &redis, &with(WORKER, &[("EASEL_MODELS", "tiny"), ("EASEL_DEFAULT_MODEL", "tiny")]));
+        let sd15 = Easel::worker("worker-shapes", &redis, &with(WORKER, &[("EASEL_MODELS", "shapes"), ("EASEL_DEFAULT_MODEL", "shapes")]));
         let xl = Easel::worker("worker-tiny-xl", &redis, &with(WORKER, &[("EASEL_MODELS", "tiny-xl"), ("EASEL_DEFAULT_MODEL", "tiny-xl")]));
 
         let models: Value = super::common::client().get(web.url("/api/models")).send().unwrap().json().unwrap();
         let text = models.to_string();
-        assert!(text.contains("\"tiny\"") && text.contains("\"tiny-xl\""), "web does not offer both models: {models}");
+        assert!(text.contains("\"shapes\"") && text.contains("\"tiny-xl\""), "web does not offer both models: {models}");
 
         let a = web.submit_ok(&json!({"prompt": "xl", "model": "tiny-xl", "width": 64, "height": 64, "steps": 2, "seed": 5}));
         let done = wait_completed(&web, &a, JOB);
         assert_eq!(done["params"]["model"], "tiny-xl", "{done}");
         assert_eq!(wait_completed_total(&[&sd15, &xl], 1, Duration::from_secs(10)), vec![0, 1], "the tiny-xl job ran on the wrong worker");
 
-        let b = web.submit_ok(&json!({"prompt": "sd", "model": "tiny", "width": 64, "height": 64, "steps": 2, "seed": 6}));
+        let b = web.submit_ok(&json!({"prompt": "sd", "model": "shapes", "width": 64, "height": 64, "steps": 2, "seed": 6}));
         wait_completed(&web, &b, JOB);
-        assert_eq!(wait_completed_total(&[&sd15, &xl], 2, Duration::from_secs(10)), vec![1, 1], "the tiny job ran on the wrong worker");
+        assert_eq!(wait_completed_total(&[&sd15, &xl], 2, Duration::from_secs(10)), vec![1, 1], "the shapes job ran on the wrong worker");
     }
 }

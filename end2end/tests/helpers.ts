@@ -1,6 +1,6 @@
 // Shared helpers for the browser tests, split into find / act / check (as in leptos'
 // todo_app_sqlite_axum e2e fixtures).
-import { expect, type APIRequestContext, type Page } from '@playwright/test';
+import { expect, type APIRequestContext, type Locator, type Page } from '@playwright/test';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
@@ -84,8 +84,28 @@ export async function recordLayoutShifts(page: Page) {
   });
 }
 
+/** Checks the shown picture as the default model should paint "a red circle on a blue
+ * background": red in the middle, blue at the corners and edge midpoints of the border. */
+export async function expectRedCircleOnBlue(image: Locator) {
+  const pixels = await image.evaluate((img: HTMLImageElement) => {
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const g = canvas.getContext('2d')!;
+    g.drawImage(img, 0, 0);
+    const at = (x: number, y: number) => Array.from(g.getImageData(x, y, 1, 1).data.slice(0, 3));
+    const [w, h] = [canvas.width, canvas.height];
+    return { centre: at(w / 2, h / 2), border: [at(2, 2), at(w - 3, 2), at(2, h - 3), at(w - 3, h - 3), at(w / 2, 2), at(2, h / 2)] };
+  });
+  const [r, g, b] = pixels.centre;
+  expect(r > 150 && g < 100 && b < 100, `centre ${pixels.centre} is red`).toBe(true);
+  for (const [br, , bb] of pixels.border) {
+    expect(bb > 150 && br < 100, `border ${JSON.stringify(pixels.border)} is blue`).toBe(true);
+  }
+}
+
 export async function layoutShifts(page: Page) {
-  return page.evaluate(() => (window as unknown as { __shifts: { value: number; sources: string[] }[] }).__shifts);
+  return page.evaluate(() => (window as unknown as { __shifts: { value: number; hadRecentInput: boolean; sources: string[] }[] }).__shifts);
 }
 
 /** Saves a screenshot under end2end/test-results/screenshots/. */

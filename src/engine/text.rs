@@ -183,11 +183,14 @@ impl ClipText {
         } else {
             None
         };
-        // Hub files name everything under `text_model.`; transformers 5 saves it without.
-        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
-            vb.pp("text_model")
-        } else {
+        // Hub files name everything under `text_model.`; transformers 5 saves it without (and
+        // a builder over new variables has nothing yet: it gets the hub's names).
+        let vb = if !vb.contains_tensor("text_model.embeddings.token_embedding.weight")
+            && vb.contains_tensor("embeddings.token_embedding.weight")
+        {
             vb
+        } else {
+            vb.pp("text_model")
         };
         let emb = vb.pp("embeddings");
         let token_embedding = nn::embedding(c.vocab_size, c.embed_dim, emb.pp("token_embedding"))?;

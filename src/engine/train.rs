@@ -40,7 +40,7 @@ impl Trained {
         self.ema = vars
             .into_iter()
             .map(|v| {
-                let copy = v.as_tensor().copy()?;
+                let copy = v.as_tensor().detach().copy()?;
                 Ok((v, copy))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -49,7 +49,9 @@ impl Trained {
 
     fn update_average(&mut self, decay: f64) -> Result<()> {
         for (var, avg) in &mut self.ema {
-            *avg = ((&*avg * decay)? + (var.as_tensor() * (1.0 - decay))?)?;
+            // Detached: a sum built from a variable records its ops, and each step's average
+            // would keep every earlier one alive (24 GB after 1 250 steps).
+            *avg = ((&*avg * decay)? + (var.as_tensor().detach() * (1.0 - decay))?)?.detach();
         }
         Ok(())
     }
@@ -229,6 +231,29 @@ impl Trainer {
 
     /// Writes the three weight files of the spec into `dir` in `dtype` (averaged weights for
     /// the text encoder and UNet).
+    /// Continues from a model this tool wrote (`save`'s files in `dir`, the latent scale of its
+    /// model.toml): every variable takes the saved value, so training picks up where it ended.
+    pub fn resume(&mut self, dir: &Path, latent_scale: f64) -> Result<()> {
+        let files = &self.spec.files;
+        for (map, file) in [
+            (&self.clip.0.map, &files.clip.file),
+            (&self.unet.0.map, &files.unet.file),
+            (&self.vae.0.map, &files.vae.file),
+        ] {
+            let saved = candle_core::safetensors::load(dir.join(file), &self.dev)?;
+            for (name, var) in map.data().lock().expect("var map lock").iter() {
+                // Older runs wrote the text encoder without its `text_model.` prefix.
+                let t = saved
+                    .get(name)
+                    .or_else(|| saved.get(name.strip_prefix("text_model.")?))
+                    .ok_or_else(|| candle_core::Error::Msg(format!("{file} has no {name}")))?;
+                var.set(&t.to_dtype(DType::F32)?)?;
+            }
+        }
+        self.latent_scale = latent_scale;
+        Ok(())
+    }
+
     pub fn save(&self, dir: &Path, dtype: DType) -> Result<()> {
         let files = &self.spec.files;
         candle_core::safetensors::save(&self.clip.0.tensors(dtype)?, dir.join(&files.clip.file))?;
@@ -261,7 +286,7 @@ mod tests {
     #[test]
     fn trainable_modules_compute_what_loaded_ones_do() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let spec = read_model_spec(&dir, "tiny").unwrap();
+        let spec = read_model_spec(&dir, "shapes").unwrap();
         let dev = Device::Cpu;
         let map = VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
@@ -294,7 +319,7 @@ mod tests {
         close(&ct, &cl, "text encoder");
         let ctx = Tensor::cat(&[&cl, &cl], 0).unwrap().pad_with_zeros(2, 0, spec.arch.unet.cross_attention_dim - cl.dim(2).unwrap()).unwrap();
         let z = Tensor::randn(0f32, 1., (2, 4, 8, 8), &dev).unwrap();
-        close(&trained.0.forward(&z, 500, &ctx, None).unwrap(), &loaded.0.forward(&z, 500, &ctx, None).unwrap(), "UNet");
+        close(&trained.0.forward(&z, 500.0, &ctx, None).unwrap(), &loaded.0.forward(&z, 500.0, &ctx, None).unwrap(), "UNet");
         let x = Tensor::randn(0f32, 1., (1, 3, 64, 64), &dev).unwrap();
         close(&trained.2.encode(&x).unwrap().0, &loaded.2.encode(&x).unwrap().0, "VAE encoder");
         close(&trained.2.decode(&z).unwrap(), &loaded.2.decode(&z).unwrap(), "VAE decoder");

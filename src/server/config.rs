@@ -112,7 +112,7 @@ impl Default for Config {
         Self {
             data_dir: "data".into(),
             models_dir: "models".into(),
-            default_model: "tiny".into(),
+            default_model: "shapes".into(),
             models: Vec::new(),
             device: "cpu".into(),
             max_queued: 32,

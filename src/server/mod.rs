@@ -5,6 +5,7 @@
 
 mod client;
 pub mod config;
+mod embedded;
 mod error;
 mod handlers;
 mod listen;
@@ -17,6 +18,7 @@ mod state;
 mod streams;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -41,6 +43,13 @@ pub async fn main() -> anyhow::Result<()> {
     let (config, role) = Config::load()?;
     init_logging(config.log_json);
     let paints = role == Role::Worker || config.worker;
+    if config.default_model == embedded::DEFAULT_MODEL {
+        match embedded::install_default_model(&config.models_dir) {
+            Ok(true) => tracing::info!(dir = %config.models_dir.display(), "wrote the built-in model to the models folder"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("could not write the built-in model: {e:#}"),
+        }
+    }
     let models = jobs::offered_models(&config.models_dir, &config.models, paints)?;
     let painter: Box<dyn Painter> = Box::new(jobs::EnginePainter::new(config.models_dir.clone(), config.device()?));
     match role {
@@ -51,7 +60,12 @@ pub async fn main() -> anyhow::Result<()> {
             run_worker(config, listener, models, painter, shutdown_signal()).await
         }
         Role::Web => {
-            let leptos_options = get_configuration(Some("Leptos.toml")).context("reading Leptos.toml")?.leptos_options;
+            // Without a Leptos.toml (a copied binary) the built-in defaults and LEPTOS_* apply.
+            let file = Path::new("Leptos.toml").is_file().then_some("Leptos.toml");
+            let leptos_options = get_configuration(file).context("reading Leptos.toml")?.leptos_options;
+            if file.is_none() && !embedded::has_site() {
+                tracing::warn!("no Leptos.toml and no site inside the binary: run `cargo leptos build --release`");
+            }
             let listener = TcpListener::bind(leptos_options.site_addr)
                 .await
                 .with_context(|| format!("binding {}", leptos_options.site_addr))?;

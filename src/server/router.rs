@@ -5,7 +5,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::Uri;
 use axum::http::Method;
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::Response;
@@ -22,7 +23,7 @@ use super::config::Config;
 use super::rate_limit::{Limits, Rule};
 use super::state::{AppState, MinFreeDisk};
 use crate::jobs::JobService;
-use super::{client, error, handlers, openai, openapi, page_cache};
+use super::{client, embedded, error, handlers, openai, openapi, page_cache};
 use crate::api::SUBMIT_FN_PATH;
 use crate::app::{shell, App};
 
@@ -76,7 +77,7 @@ pub fn app(state: AppState, config: &Config, limits: &Limits) -> Router {
         .leptos_routes_with_context(&state, routes, server_fn_context, move || shell(options.clone()))
         .layer(from_fn_with_state(page_cache::FirstVisitPage::default(), page_cache::first_visit_page));
     let pages = limits.apply(pages, Rule::reads(config.reads_per_second, config.read_burst));
-    let site = pages.fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
+    let site = pages.fallback(static_files);
     let metrics = limits.apply(Router::new().route("/metrics", get(handlers::metrics)), Rule::reads(config.reads_per_second, config.read_burst));
 
     Router::new()
@@ -149,4 +150,17 @@ mod tests {
         assert_eq!(method_label(&Method::from_bytes(b"JUNK1").unwrap()), "other");
         assert_eq!(method_label(&Method::CONNECT), "other");
     }
+}
+
+/// Static files: from the site folder on disk when it has the file, else from the copy the
+/// binary carries, else leptos' not-found page.
+async fn static_files(uri: Uri, state: State<AppState>, req: Request) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let on_disk = !path.is_empty() && std::path::Path::new(&*state.leptos_options.site_root).join(path).is_file();
+    if !on_disk {
+        if let Some(found) = embedded::site_file(path, req.headers()) {
+            return found;
+        }
+    }
+    leptos_axum::file_and_error_handler::<AppState, _>(shell)(uri, state, req).await
 }

@@ -3,7 +3,7 @@
 Usage: python openai_images.py BASE_URL API_KEY
 
 BASE_URL is the server's root (http://127.0.0.1:PORT); API_KEY one of its EASEL_API_KEYS.
-Run by tests/clients.rs against a server with the tiny model; every job is 2 steps at 64x64 or
+Run by tests/clients.rs against a server with the default model (shapes); every job is 2 steps at 64x64 or
 128x64, so the whole run takes seconds. Prints a line per check; exits non-zero on the first
 failure. Needs only the standard library and `openai` (PNGs are checked by hand, no Pillow).
 """
@@ -140,7 +140,7 @@ def main(base, key):
     what = "b64_json, n=2, 64x64"
     prompt = "a red circle"
     resp = client.images.generate(
-        prompt=prompt, model="tiny", n=2, size="64x64", response_format="b64_json",
+        prompt=prompt, model="shapes", n=2, size="64x64", response_format="b64_json",
         extra_body={**FAST, "seed": 7},
     )
     check_response(resp, 2, what, prompt)
@@ -153,7 +153,7 @@ def main(base, key):
         check((w, h) == (64, 64), f"{what}: image {i} is {w}x{h}, expected 64x64")
         s = settings(texts, f"{what}, image {i}")
         check(s.get("Seed") == str(7 + i), f"{what}: image {i} has seed {s.get('Seed')!r}, expected {7 + i}")
-        check(s.get("Model") == "tiny", f"{what}: image {i} is from model {s.get('Model')!r}, expected tiny")
+        check(s.get("Model") == "shapes", f"{what}: image {i} is from model {s.get('Model')!r}, expected shapes")
         check(s.get("Steps") == "2", f"{what}: image {i} ran {s.get('Steps')!r} steps, expected 2")
         decoded.append(pixels)
     check(decoded[0] != decoded[1], f"{what}: the two images have the same pixels")
@@ -162,7 +162,7 @@ def main(base, key):
     # 2. One image by URL, 128x64.
     what = "url, n=1, 128x64"
     resp = client.images.generate(
-        prompt=prompt, model="tiny", n=1, size="128x64", response_format="url",
+        prompt=prompt, model="shapes", n=1, size="128x64", response_format="url",
         extra_body={**FAST, "seed": 7},
     )
     check_response(resp, 1, what, prompt)
@@ -174,7 +174,7 @@ def main(base, key):
     check(settings(texts, what).get("Size") == "128x64", f"{what}: parameters say {texts.get('parameters')!r}")
     ok(f"{what}: {url} is a 128x64 PNG")
 
-    # 3. OpenAI's model names mean the server's default model (tiny here).
+    # 3. OpenAI's model names mean the server's default model (shapes here).
     what = "model=dall-e-2"
     resp = client.images.generate(
         prompt="a blue square", model="dall-e-2", size="64x64", response_format="url", extra_body=FAST,
@@ -183,7 +183,7 @@ def main(base, key):
     w, h, _, texts = parse_png(fetch(resp.data[0].url, what), what)
     check((w, h) == (64, 64), f"{what}: the image is {w}x{h}, expected 64x64")
     model = settings(texts, what).get("Model")
-    check(model == "tiny", f"{what}: painted by {model!r}, expected the default model tiny")
+    check(model == "shapes", f"{what}: painted by {model!r}, expected the default model shapes")
     ok(f"{what}: painted by the default model ({model})")
 
     # 4. Refusals, in OpenAI's error shape.
@@ -194,7 +194,7 @@ def main(base, key):
     ]:
         e = expect_error(
             openai.BadRequestError, 400, code, what,
-            lambda: client.images.generate(model="tiny", extra_body=FAST, **args),
+            lambda: client.images.generate(model="shapes", extra_body=FAST, **args),
         )
         ok(f"{what}: 400 {e.code} ({e.body.get('message')!r})")
 
@@ -202,14 +202,14 @@ def main(base, key):
     wrong = OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0, timeout=120)
     e = expect_error(
         openai.AuthenticationError, 401, "invalid_api_key", what,
-        lambda: wrong.images.generate(prompt=prompt, model="tiny", size="64x64", extra_body=FAST),
+        lambda: wrong.images.generate(prompt=prompt, model="shapes", size="64x64", extra_body=FAST),
     )
     ok(f"{what}: 401 {e.code} ({e.body.get('message')!r})")
 
     # 5. Idempotency-Key: a retry answers the same images; another body under the key is a 422.
     what = "Idempotency-Key"
     args = dict(
-        prompt="a green triangle", model="tiny", n=2, size="64x64", response_format="url",
+        prompt="a green triangle", model="shapes", n=2, size="64x64", response_format="url",
         extra_body={**FAST, "seed": 11},
     )
     first = client.images.generate(**args, extra_headers={"Idempotency-Key": "py-1"})

@@ -1,5 +1,5 @@
 //! A real easel server for tests: the release binary as a child process on an ephemeral port,
-//! with the tiny model and a data directory of its own.
+//! with the default model and a data directory of its own.
 
 #![allow(dead_code)]
 

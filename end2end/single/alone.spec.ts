@@ -1,0 +1,32 @@
+// The copied binary, alone in an empty folder: the page hydrates from the site it carries, its
+// static files are there, and the model it carries paints.
+import { test, expect } from '@playwright/test';
+import { find, models, openHydrated, screenshot } from '../tests/helpers';
+
+test('a copied binary serves the hydrating app and paints with its own model', async ({ page, request }) => {
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  const [model] = await models(request);
+  expect(model.name).toBe('shapes');
+
+  for (const [path, type] of [
+    ['/favicon.svg', 'image/svg+xml'],
+    ['/robots.txt', 'text/plain'],
+  ]) {
+    const res = await request.get(path);
+    expect(res.status(), path).toBe(200);
+    expect(res.headers()['content-type'], path).toContain(type);
+  }
+
+  await openHydrated(page);
+  const ui = find(page);
+  await ui.advanced.click();
+  await ui.seed.fill('7');
+  await ui.prompt.fill('a red circle on a blue background');
+  await ui.generate.click();
+  await expect(ui.result).toHaveAttribute('data-state', 'completed', { timeout: 60_000 });
+  // Painted by the model the binary carries, at its default size.
+  expect(await ui.image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBe(model.defaultWidth);
+  await screenshot(page, 'single-binary.png');
+  expect(errors).toEqual([]);
+});

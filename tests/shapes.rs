@@ -1,0 +1,95 @@
+//! The default model (models/shapes) paints what it is asked: the committed evaluator on a small
+//! set of prompts it was not trained on, its tokenizer's tolerance of phrasing, and one picture
+//! looked at pixel by pixel. Run in release: `cargo test --release --test shapes`.
+//! (`cargo run --release --features ssr --example evaluate_shapes` runs the full evaluation.)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+use easel::engine::{DevicePreference, Engine, GenerateRequest};
+use easel::scenes::score::evaluate;
+use tokenizers::Tokenizer;
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models"))
+}
+
+fn shapes() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| Engine::load(&models_dir(), "shapes", DevicePreference::Cpu).expect("the default model loads"))
+}
+
+fn paint(prompt: &str, side: u32, seed: u64) -> image::RgbImage {
+    let spec = shapes().spec();
+    let req = GenerateRequest {
+        prompt: prompt.into(),
+        negative_prompt: String::new(),
+        width: side,
+        height: side,
+        steps: spec.default_steps,
+        guidance: spec.default_guidance,
+        seed,
+    };
+    shapes().generate(&req, &mut |_| {}, &AtomicBool::new(false)).expect("generation succeeds")
+}
+
+/// The evaluator on 40 held-out prompts at 128x128 (the model's default size). The floors are
+/// the issue's bar (colour and background 90 %, shape and position 75 %), less what 40 prompts
+/// can miss by chance; `evaluate_shapes` measures the full set.
+#[test]
+#[ignore = "issue 10's goal, not met yet: the committed model does not follow its prompts (see models/README.md); run with --ignored"]
+fn the_default_model_paints_held_out_prompts_right() {
+    let report = evaluate(40, 128, 4242, paint);
+    let table = report.table();
+    println!("{table}");
+    for miss in &report.misses {
+        println!("  miss: {miss}");
+    }
+    assert!(report.colour.share() >= 0.85, "{table}");
+    assert!(report.background.share() >= 0.85, "{table}");
+    assert!(report.shape.share() >= 0.65, "{table}");
+    assert!(report.position.share() >= 0.65, "{table}");
+}
+
+/// The issue's own example, looked at directly: the centre is red and the border blue.
+#[test]
+#[ignore = "issue 10's goal, not met yet: the committed model does not follow its prompts (see models/README.md); run with --ignored"]
+fn a_red_circle_on_a_blue_background() {
+    for seed in [1, 2, 3] {
+        let img = paint("a red circle on a blue background", 128, seed);
+        let c = img.get_pixel(64, 64).0;
+        assert!(c[0] > 150 && c[1] < 100 && c[2] < 100, "seed {seed}: centre {c:?} is not red");
+        for (x, y) in [(3, 3), (124, 3), (3, 124), (124, 124), (64, 2), (2, 64)] {
+            let b = img.get_pixel(x, y).0;
+            assert!(b[2] > 150 && b[0] < 100, "seed {seed}: border ({x}, {y}) {b:?} is not blue");
+        }
+    }
+}
+
+/// The evaluator judges every held-out prompt it paints with the real model: each picture gets a
+/// verdict on every attribute its prompt names, and the table counts them all.
+#[test]
+fn the_evaluator_judges_every_attribute_a_prompt_names() {
+    let report = evaluate(6, 128, 4242, paint);
+    let table = report.table();
+    println!("{table}");
+    assert!(report.colour.named >= 6 && report.shape.named >= 6, "{table}");
+    assert!(report.background.named + report.position.named > 0, "{table}");
+    assert!(report.colour.right <= report.colour.named && report.position.right <= report.position.named, "{table}");
+}
+
+/// Case, synonyms, plurals, punctuation and unknown words: the same tokens as the plain prompt,
+/// with unknown words as one unknown token and never an error.
+#[test]
+fn free_phrasing_reaches_the_same_words() {
+    let tok = Tokenizer::from_file(Path::new(&models_dir()).join("shapes/tokenizer.json")).unwrap();
+    let ids = |s: &str| tok.encode(s, false).unwrap().get_ids().to_vec();
+    assert_eq!(ids("A BIG Grey Circle, top-left"), ids("a large gray circle , top - left"));
+    assert_eq!(ids("two hearts centered"), ids("two heart center"));
+    assert_eq!(ids("small stars in the upper right corner"), ids("small star in the top right corner"));
+    let unk = tok.token_to_id("<unk>").unwrap();
+    let odd = ids("a zebra-striped circle");
+    assert_eq!(odd.iter().filter(|&&i| i == unk).count(), 2, "{odd:?}");
+    assert!(!ids("a circle").contains(&unk));
+}
