@@ -1,9 +1,9 @@
-//! Times the engine on the tiny model (CPU unless `--gpu`): load, ms per UNet step (the time
+//! Times the engine on the default model (CPU unless `--gpu`): load, ms per UNet step (the time
 //! between step callbacks, with classifier-free guidance, i.e. batch 2), VAE decode (last step
 //! to returned image), end to end, and peak memory (VmHWM).
 //!
 //! `cargo run --release --example engine_bench [-- <model> [--gpu] [--out=PATH.png]]` (default
-//! model: tiny); `--out` saves the 256x256 image with its metadata.
+//! model: shapes); `--out` saves the 256x256 image with its metadata.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;

@@ -1,7 +1,7 @@
 // The copied binary, alone in an empty folder: the page hydrates from the site it carries, its
 // static files are there, and the model it carries paints.
 import { test, expect } from '@playwright/test';
-import { find, models, openHydrated, screenshot } from '../tests/helpers';
+import { models, paintWithSeed, screenshot } from '../tests/helpers';
 
 test('a copied binary serves the hydrating app and paints with its own model', async ({ page, request }) => {
   const errors: string[] = [];
@@ -18,13 +18,7 @@ test('a copied binary serves the hydrating app and paints with its own model', a
     expect(res.headers()['content-type'], path).toContain(type);
   }
 
-  await openHydrated(page);
-  const ui = find(page);
-  await ui.advanced.click();
-  await ui.seed.fill('7');
-  await ui.prompt.fill('a red circle on a blue background');
-  await ui.generate.click();
-  await expect(ui.result).toHaveAttribute('data-state', 'completed', { timeout: 60_000 });
+  const ui = await paintWithSeed(page, 'a red circle on a blue background', 7);
   // Painted by the model the binary carries, at its default size.
   expect(await ui.image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBe(model.defaultWidth);
   await screenshot(page, 'single-binary.png');

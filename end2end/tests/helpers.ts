@@ -84,6 +84,19 @@ export async function recordLayoutShifts(page: Page) {
   });
 }
 
+/** Opens the page, paints `prompt` with a fixed seed (the same pixels every run) and waits for
+ * the picture. */
+export async function paintWithSeed(page: Page, prompt: string, seed: number) {
+  await openHydrated(page);
+  const ui = find(page);
+  await ui.advanced.click();
+  await ui.seed.fill(String(seed));
+  await ui.prompt.fill(prompt);
+  await ui.generate.click();
+  await expect(ui.result).toHaveAttribute('data-state', 'completed', { timeout: 60_000 });
+  return ui;
+}
+
 /** Checks the shown picture as the default model should paint "a red circle on a blue
  * background": red in the middle, blue at the corners and edge midpoints of the border. */
 export async function expectRedCircleOnBlue(image: Locator) {
@@ -105,7 +118,7 @@ export async function expectRedCircleOnBlue(image: Locator) {
 }
 
 export async function layoutShifts(page: Page) {
-  return page.evaluate(() => (window as unknown as { __shifts: { value: number; hadRecentInput: boolean; sources: string[] }[] }).__shifts);
+  return page.evaluate(() => (window as unknown as { __shifts: { value: number; sources: string[] }[] }).__shifts);
 }
 
 /** Saves a screenshot under end2end/test-results/screenshots/. */
