@@ -5,7 +5,8 @@
 //!
 //! Usage: `cargo run --release --features ssr --example train_shapes [-- <models dir>]`
 //! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS (for trying things out);
-//! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there.
+//! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there;
+//! EASEL_VAE_FROM=<models dir> takes the VAE written there and trains the rest anew.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -32,16 +33,24 @@ const VAE_CROP: u32 = 64;
 const BATCH: usize = 16;
 const POOL: usize = 2048;
 const FRESH: usize = 4;
+/// Standard deviation of the scaled latents: 16² latents at unit variance keep the background's
+/// colour readable through SD's noise at t = 999, so the model learns to read colours from the
+/// noise instead of the prompt (and paints whatever the starting noise suggests). A quarter of
+/// unit variance divides the signal-to-noise ratio by 16: what 4x smaller latents than SD 1.5's
+/// 64² need to see the noise SD 1.5 sees (Hoogeboom et al., "simple diffusion").
+const LATENT_STD: f64 = 0.25;
 
 const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloured shapes (see models/README.md).
 # SD 1.5's architecture at tiny size, trained from scratch by
 # `cargo run --release --features ssr --example train_shapes`.
 kind = "sd15"
-description = "Shapes (in training): scenes of coloured shapes; it does not follow the prompt yet"
+description = "Shapes (in training): paints the background colour asked for, not yet the shapes"
 generated_by = "cargo run --release --features ssr --example train_shapes"
 dtype = "f16"
 scheduler = "ddim"
-prediction = "epsilon"
+# v-prediction: at high noise the UNet predicts the picture itself, where only the prompt can
+# say what it is; ε-prediction left the text unlearned (models/README.md).
+prediction = "v_prediction"
 vae_scale = VAE_SCALE
 default_width = 128
 default_height = 128
@@ -88,16 +97,25 @@ latent_channels = 4
 "#;
 
 fn env_steps(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Word-level: the scene vocabulary, case and common variants folded in, anything else `<unk>`.
 fn tokenizer() -> Result<Tokenizer> {
-    let mut words: Vec<String> = ["<|startoftext|>", "<|endoftext|>", "<unk>"].map(String::from).to_vec();
+    let mut words: Vec<String> = ["<|startoftext|>", "<|endoftext|>", "<unk>"]
+        .map(String::from)
+        .to_vec();
     words.extend(Colour::ALL.iter().map(|c| c.name().to_string()));
     words.extend(Shape::ALL.iter().map(|s| s.name().to_string()));
     words.extend(VOCABULARY.iter().map(|w| w.to_string()));
-    let vocab = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+    let vocab = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.clone(), i as u32))
+        .collect();
     let model = WordLevel::builder()
         .vocab(vocab)
         .unk_token("<unk>".into())
@@ -105,7 +123,11 @@ fn tokenizer() -> Result<Tokenizer> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut normalizers: Vec<NormalizerWrapper> = vec![Lowercase.into()];
     for (from, to) in SYNONYMS {
-        normalizers.push(Replace::new(*from, *to).map_err(|e| anyhow::anyhow!("{e}"))?.into());
+        normalizers.push(
+            Replace::new(*from, *to)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .into(),
+        );
     }
     let mut tok = Tokenizer::new(model);
     tok.with_normalizer(Some(Sequence::new(normalizers)))
@@ -124,7 +146,8 @@ fn main() -> Result<()> {
     let dir = models.join(NAME);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tok = tokenizer()?;
-    tok.save(dir.join("tokenizer.json"), true).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tok.save(dir.join("tokenizer.json"), true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = parse_model_spec(&MODEL_TOML.replace("VAE_SCALE", "1.0"), NAME, &dir)?;
     let mut trainer = Trainer::new(spec, tok, SEED).map_err(|e| anyhow::anyhow!(e))?;
     let [c, u, v] = trainer.parameter_counts();
@@ -137,16 +160,32 @@ fn main() -> Result<()> {
     if let Some(from) = &resume {
         let spec = easel::engine::read_model_spec(from, NAME)?;
         trainer.resume(&from.join(NAME), spec.vae_scale)?;
-        println!("resumed from {} (latent scale {:.5})", from.display(), spec.vae_scale);
+        println!(
+            "resumed from {} (latent scale {:.5})",
+            from.display(),
+            spec.vae_scale
+        );
     }
-    let vae_steps = if resume.is_some() { 0 } else { env_steps("EASEL_VAE_STEPS", 700) };
+    let vae_from = std::env::var_os("EASEL_VAE_FROM").map(PathBuf::from);
+    if let Some(from) = &vae_from {
+        trainer.reuse_vae(&from.join(NAME))?;
+        println!("VAE from {}", from.display());
+    }
+    let vae_steps = if resume.is_some() || vae_from.is_some() {
+        0
+    } else {
+        env_steps("EASEL_VAE_STEPS", 700)
+    };
     let mut opt = trainer.vae_optimizer(1e-3)?;
     for step in 0..vae_steps {
         opt.set_learning_rate(lr(1e-3, step, vae_steps));
         let images: Vec<_> = (0..VAE_BATCH)
             .map(|_| {
                 let img = Scene::random(&mut rng, false).render(SIDE, &mut rng);
-                let (x, y) = (rng.random_range(0..=SIDE - VAE_CROP), rng.random_range(0..=SIDE - VAE_CROP));
+                let (x, y) = (
+                    rng.random_range(0..=SIDE - VAE_CROP),
+                    rng.random_range(0..=SIDE - VAE_CROP),
+                );
                 imageops::crop_imm(&img, x, y, VAE_CROP, VAE_CROP).to_image()
             })
             .collect();
@@ -154,12 +193,14 @@ fn main() -> Result<()> {
         report("vae", step, vae_steps, r.loss, started);
     }
     if resume.is_none() {
-        let sample: Vec<_> = (0..64).map(|_| Scene::random(&mut rng, false).render(SIDE, &mut rng)).collect();
-        let scale = trainer.fit_latent_scale(&sample)?;
+        let sample: Vec<_> = (0..64)
+            .map(|_| Scene::random(&mut rng, false).render(SIDE, &mut rng))
+            .collect();
+        let scale = trainer.fit_latent_scale(&sample, LATENT_STD)?;
         println!("latent scale {scale:.5}");
     }
 
-    let steps = env_steps("EASEL_DIFFUSION_STEPS", 2200);
+    let steps = env_steps("EASEL_DIFFUSION_STEPS", 1200);
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
     let peak = if resume.is_some() { 3e-4 } else { 1e-3 };
@@ -173,9 +214,14 @@ fn main() -> Result<()> {
     for step in 0..steps {
         opt.set_learning_rate(lr(peak, step, steps));
         add_to_pool(&mut pool, &trainer, FRESH, &mut rng)?;
-        let picked: Vec<usize> = (0..BATCH).map(|_| rng.random_range(0..pool.len())).collect();
+        let picked: Vec<usize> = (0..BATCH)
+            .map(|_| rng.random_range(0..pool.len()))
+            .collect();
         let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].0).collect::<Vec<_>>(), 0)?;
-        let captions: Vec<String> = picked.iter().map(|&i| pool[i].1.caption(&mut rng)).collect();
+        let captions: Vec<String> = picked
+            .iter()
+            .map(|&i| pool[i].1.caption(&mut rng))
+            .collect();
         let r = trainer.diffusion_step(&z0, &captions, 0.1, &mut opt, &mut rng)?;
         report("diffusion", step, steps, r.loss, started);
         if (step + 1) % 300 == 0 && step + 1 < steps {
@@ -183,7 +229,11 @@ fn main() -> Result<()> {
         }
     }
     write(&trainer, &dir)?;
-    println!("trained in {:.1} min; wrote {}", started.elapsed().as_secs_f64() / 60.0, dir.display());
+    println!(
+        "trained in {:.1} min; wrote {}",
+        started.elapsed().as_secs_f64() / 60.0,
+        dir.display()
+    );
     Ok(())
 }
 
@@ -199,7 +249,11 @@ fn lr(peak: f64, step: usize, total: usize) -> f64 {
 
 fn report(phase: &str, step: usize, total: usize, loss: f32, started: Instant) {
     if step % 50 == 0 || step + 1 == total {
-        println!("{phase} {}/{total} loss {loss:.4} ({:.0} s)", step + 1, started.elapsed().as_secs_f64());
+        println!(
+            "{phase} {}/{total} loss {loss:.4} ({:.0} s)",
+            step + 1,
+            started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -211,7 +265,12 @@ fn write(trainer: &Trainer, dir: &Path) -> Result<()> {
 }
 
 /// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
-fn add_to_pool(pool: &mut VecDeque<(Tensor, Scene)>, trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+fn add_to_pool(
+    pool: &mut VecDeque<(Tensor, Scene)>,
+    trainer: &Trainer,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<()> {
     let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
     let images: Vec<_> = scenes.iter().map(|s| s.render(SIDE, rng)).collect();
     let z = trainer.latents(&images)?;

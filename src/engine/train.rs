@@ -1,7 +1,8 @@
 //! Training a small model of any SD 1.5-shaped description from pictures and captions, with
-//! candle's autograd: the VAE first (reconstruction from the latent mean), then the text encoder and
-//! UNet together (ε-prediction on SD's noise schedule, min-SNR weighting, caption dropout for
-//! classifier-free guidance, an exponential moving average of the weights). The modules are the
+//! candle's autograd: the VAE first (reconstruction from the latent mean), then the text encoder
+//! and UNet together (ε- or v-prediction, as the description says, on SD's noise schedule,
+//! min-SNR weighting, caption dropout for classifier-free guidance, an exponential moving
+//! average of the weights). The modules are the
 //! ones `Engine::load` builds, so the saved files load through the normal path.
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use tokenizers::Tokenizer;
 
 use super::pipeline::gaussian;
 use super::scheduler::alphas_cumprod;
-use super::spec::ModelSpec;
+use super::spec::{ModelSpec, Prediction};
 use super::text::{ClipText, PromptTokenizer};
 use super::tiny::seeded_init;
 use super::unet::UNet;
@@ -32,7 +33,10 @@ struct Trained {
 
 impl Trained {
     fn new(map: VarMap) -> Self {
-        Self { map, ema: Vec::new() }
+        Self {
+            map,
+            ema: Vec::new(),
+        }
     }
 
     fn start_average(&mut self) -> Result<()> {
@@ -61,7 +65,10 @@ impl Trained {
         let data = self.map.data().lock().expect("var map lock");
         let mut out = HashMap::new();
         for (name, var) in data.iter() {
-            let averaged = self.ema.iter().find(|(v, _)| v.as_tensor().id() == var.as_tensor().id());
+            let averaged = self
+                .ema
+                .iter()
+                .find(|(v, _)| v.as_tensor().id() == var.as_tensor().id());
             let t = averaged.map_or_else(|| var.as_tensor().clone(), |(_, avg)| avg.clone());
             out.insert(name.clone(), t.to_dtype(dtype)?);
         }
@@ -100,7 +107,11 @@ fn images_tensor(images: &[RgbImage], dev: &Device) -> Result<Tensor> {
 
 impl Trainer {
     /// Fresh weights for `spec` from `seed`; `tokenizer` must fit the text encoder.
-    pub fn new(spec: ModelSpec, tokenizer: Tokenizer, seed: u64) -> std::result::Result<Self, String> {
+    pub fn new(
+        spec: ModelSpec,
+        tokenizer: Tokenizer,
+        seed: u64,
+    ) -> std::result::Result<Self, String> {
         let dev = Device::Cpu;
         let arch = spec.arch.clone();
         let tokenizer = PromptTokenizer::new(tokenizer, &arch.clip)?;
@@ -141,7 +152,12 @@ impl Trainer {
     /// One VAE step on `images`: L1 reconstruction from the latent mean, plus `reg` x the mean
     /// square of the latents to keep them bounded. No sampling: the decoder learns faster from
     /// the mean, and the diffusion model is trained on means too.
-    pub fn vae_step(&mut self, images: &[RgbImage], reg: f64, opt: &mut AdamW) -> Result<StepReport> {
+    pub fn vae_step(
+        &mut self,
+        images: &[RgbImage],
+        reg: f64,
+        opt: &mut AdamW,
+    ) -> Result<StepReport> {
         let x = images_tensor(images, &self.dev)?;
         let (mean, _) = self.vae.1.encode(&x)?;
         let rec = self.vae.1.decode(&mean)?;
@@ -159,13 +175,15 @@ impl Trainer {
         (mean.detach() * self.latent_scale)?.contiguous()
     }
 
-    /// Sets the latent scale so that the latents of `images` have unit standard deviation
-    /// (SD's 0.18215 came about the same way); returns it.
-    pub fn fit_latent_scale(&mut self, images: &[RgbImage]) -> Result<f64> {
+    /// Sets the latent scale so that the latents of `images` have standard deviation `std`;
+    /// returns it. SD's 0.18215 made its 64² latents unit-variance; a model with smaller latents
+    /// needs less than 1, or its noise schedule leaves the picture's colours readable through
+    /// the noise even at the last timestep, and the model learns to ignore the prompt.
+    pub fn fit_latent_scale(&mut self, images: &[RgbImage], std: f64) -> Result<f64> {
         self.latent_scale = 1.0;
         let z = self.latents(images)?;
-        let std = z.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
-        self.latent_scale = 1.0 / std;
+        let measured = z.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
+        self.latent_scale = std / measured;
         Ok(self.latent_scale)
     }
 
@@ -178,6 +196,10 @@ impl Trainer {
     /// One denoising step: noise the latents at random timesteps and learn to predict that
     /// noise from the captions (an empty caption with probability `dropout`).
     /// `z0`: clean latents from [`Trainer::latents`], one row per caption.
+    ///
+    /// Half the rows take a timestep from the noisiest quarter: only there is the prompt the
+    /// sole source of a picture's colours and layout (below, the noisy latents show them), so
+    /// only there does the loss reward reading the text, and it must be seen often.
     pub fn diffusion_step(
         &mut self,
         z0: &Tensor,
@@ -186,34 +208,27 @@ impl Trainer {
         opt: &mut AdamW,
         rng: &mut ChaCha8Rng,
     ) -> Result<StepReport> {
-        let b = captions.len();
-        let noise = gaussian(rng, z0.dims4()?, &self.dev)?;
-        let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.alphas_cumprod.len())).collect();
-        let col = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-            let v: Vec<f32> = ts.iter().map(|&t| f(self.alphas_cumprod[t]) as f32).collect();
-            Tensor::from_vec(v, (b, 1, 1, 1), &self.dev)
-        };
-        let zt = (z0.broadcast_mul(&col(&|a| a.sqrt())?)? + noise.broadcast_mul(&col(&|a| (1.0 - a).sqrt())?)?)?;
-        let mut ids = Vec::with_capacity(b);
-        for caption in captions {
-            let text = if rng.random_bool(dropout) { "" } else { caption.as_str() };
-            ids.push(self.tokenizer.encode(text).map_err(candle_core::Error::Msg)?);
-        }
-        let len = ids[0].len();
-        let ids = Tensor::from_vec(ids.concat(), (b, len), &self.dev)?;
-        let context = self.clip.1.forward(&ids, self.tokenizer.eos())?.last;
-        let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), b, &self.dev)?;
-        let pred = self.unet.1.forward_at(&zt, &t, &context, None)?;
-        // Min-SNR-5 weighting for ε-prediction: min(snr, 5) / snr.
-        let weight = col(&|a| {
-            let snr = a / (1.0 - a);
-            snr.min(5.0) / snr
-        })?
-        .squeeze(3)?
-        .squeeze(2)?
-        .squeeze(1)?;
-        let per_row = (pred - &noise)?.sqr()?.flatten_from(1)?.mean(D::Minus1)?;
-        let loss = (per_row * weight)?.mean_all()?;
+        let n = self.alphas_cumprod.len();
+        let ts: Vec<usize> = (0..captions.len())
+            .map(|i| {
+                if i % 2 == 0 {
+                    rng.random_range(0..n)
+                } else {
+                    rng.random_range(n * 3 / 4..n)
+                }
+            })
+            .collect();
+        let dropped: Vec<&str> = captions
+            .iter()
+            .map(|c| {
+                if rng.random_bool(dropout) {
+                    ""
+                } else {
+                    c.as_str()
+                }
+            })
+            .collect();
+        let loss = self.diffusion_loss(z0, &dropped, &ts, rng)?;
         opt.backward_step(&loss)?;
         self.steps += 1;
         let decay = 0.999f64.min((1.0 + self.steps as f64) / (10.0 + self.steps as f64));
@@ -224,13 +239,83 @@ impl Trainer {
         })
     }
 
+    /// The weighted ε-prediction loss of the current weights on `z0` noised at timesteps `ts`
+    /// (noise from `rng`), conditioned on `captions` (one per row). Used by
+    /// [`Trainer::diffusion_step`] and to check what the text is worth: the loss with the right
+    /// captions against shuffled ones.
+    ///
+    /// Weights: min-SNR-5 (`min(snr, 5) / snr`) where the picture shows through the noise, and
+    /// up to 10x the ε error where it does not (snr < 1: 1 / snr, the x0 error): there ε ≈ the
+    /// noisy latents, so the error left is small yet it is all about what the prompt says.
+    pub fn diffusion_loss(
+        &self,
+        z0: &Tensor,
+        captions: &[&str],
+        ts: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Tensor> {
+        let b = captions.len();
+        let noise = gaussian(rng, z0.dims4()?, &self.dev)?;
+        let col = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
+            let v: Vec<f32> = ts
+                .iter()
+                .map(|&t| f(self.alphas_cumprod[t]) as f32)
+                .collect();
+            Tensor::from_vec(v, (b, 1, 1, 1), &self.dev)
+        };
+        let zt = (z0.broadcast_mul(&col(&|a| a.sqrt())?)?
+            + noise.broadcast_mul(&col(&|a| (1.0 - a).sqrt())?)?)?;
+        let mut ids = Vec::with_capacity(b);
+        for caption in captions {
+            ids.push(
+                self.tokenizer
+                    .encode(caption)
+                    .map_err(candle_core::Error::Msg)?,
+            );
+        }
+        let len = ids[0].len();
+        let ids = Tensor::from_vec(ids.concat(), (b, len), &self.dev)?;
+        let context = self.clip.1.forward(&ids, self.tokenizer.eos())?.last;
+        let t = Tensor::from_vec(
+            ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
+            b,
+            &self.dev,
+        )?;
+        let pred = self.unet.1.forward_at(&zt, &t, &context, None)?;
+        let (target, weight) = match self.spec.prediction {
+            Prediction::Epsilon => (
+                noise,
+                col(&|a| {
+                    let snr = a / (1.0 - a);
+                    if snr >= 1.0 {
+                        snr.min(5.0) / snr
+                    } else {
+                        (1.0 / snr).min(10.0)
+                    }
+                })?,
+            ),
+            // v = √ᾱ·ε − √(1−ᾱ)·x0: at high noise the target is the picture itself, so the
+            // loss there is all about what the prompt says. Its x0 error weighs snr + 1, capped
+            // at 6 (min-SNR) where the picture already shows.
+            Prediction::VPrediction => (
+                (noise.broadcast_mul(&col(&|a| a.sqrt())?)?
+                    - z0.broadcast_mul(&col(&|a| (1.0 - a).sqrt())?)?)?,
+                col(&|a| {
+                    let snr1 = 1.0 / (1.0 - a);
+                    snr1.min(6.0) / snr1
+                })?,
+            ),
+        };
+        let weight = weight.flatten_all()?;
+        let per_row = (pred - &target)?.sqr()?.flatten_from(1)?.mean(D::Minus1)?;
+        (per_row * weight)?.mean_all()
+    }
+
     /// The scale the saved model.toml must carry (`vae_scale`).
     pub fn latent_scale(&self) -> f64 {
         self.latent_scale
     }
 
-    /// Writes the three weight files of the spec into `dir` in `dtype` (averaged weights for
-    /// the text encoder and UNet).
     /// Continues from a model this tool wrote (`save`'s files in `dir`, the latent scale of its
     /// model.toml): every variable takes the saved value, so training picks up where it ended.
     pub fn resume(&mut self, dir: &Path, latent_scale: f64) -> Result<()> {
@@ -240,20 +325,24 @@ impl Trainer {
             (&self.unet.0.map, &files.unet.file),
             (&self.vae.0.map, &files.vae.file),
         ] {
-            let saved = candle_core::safetensors::load(dir.join(file), &self.dev)?;
-            for (name, var) in map.data().lock().expect("var map lock").iter() {
-                // Older runs wrote the text encoder without its `text_model.` prefix.
-                let t = saved
-                    .get(name)
-                    .or_else(|| saved.get(name.strip_prefix("text_model.")?))
-                    .ok_or_else(|| candle_core::Error::Msg(format!("{file} has no {name}")))?;
-                var.set(&t.to_dtype(DType::F32)?)?;
-            }
+            load_into(map, &dir.join(file), &self.dev)?;
         }
         self.latent_scale = latent_scale;
         Ok(())
     }
 
+    /// Takes the VAE of a model this tool wrote in `dir` (text encoder and UNet stay fresh):
+    /// for trying diffusion recipes without retraining the VAE each time.
+    pub fn reuse_vae(&mut self, dir: &Path) -> Result<()> {
+        load_into(
+            &self.vae.0.map,
+            &dir.join(&self.spec.files.vae.file),
+            &self.dev,
+        )
+    }
+
+    /// Writes the three weight files of the spec into `dir` in `dtype` (averaged weights for
+    /// the text encoder and UNet).
     pub fn save(&self, dir: &Path, dtype: DType) -> Result<()> {
         let files = &self.spec.files;
         candle_core::safetensors::save(&self.clip.0.tensors(dtype)?, dir.join(&files.clip.file))?;
@@ -264,8 +353,26 @@ impl Trainer {
     /// Parameter counts: text encoder, UNet, VAE.
     pub fn parameter_counts(&self) -> [usize; 3] {
         let count = |m: &VarMap| m.all_vars().iter().map(|v| v.elem_count()).sum();
-        [count(&self.clip.0.map), count(&self.unet.0.map), count(&self.vae.0.map)]
+        [
+            count(&self.clip.0.map),
+            count(&self.unet.0.map),
+            count(&self.vae.0.map),
+        ]
     }
+}
+
+/// Sets every variable of `map` from the same-named tensor of the safetensors file at `path`.
+fn load_into(map: &VarMap, path: &Path, dev: &Device) -> Result<()> {
+    let saved = candle_core::safetensors::load(path, dev)?;
+    for (name, var) in map.data().lock().expect("var map lock").iter() {
+        // Older runs wrote the text encoder without its `text_model.` prefix.
+        let t = saved
+            .get(name)
+            .or_else(|| saved.get(name.strip_prefix("text_model.")?))
+            .ok_or_else(|| candle_core::Error::Msg(format!("{} has no {name}", path.display())))?;
+        var.set(&t.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
 }
 
 fn adamw(lr: f64) -> ParamsAdamW {
@@ -310,18 +417,53 @@ mod tests {
             Vae::new(vb.pp("vae"), &spec.arch.vae, true).unwrap(),
         );
         let close = |a: &Tensor, b: &Tensor, what: &str| {
-            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let m = b
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(d <= 1e-4 * m.max(1.0), "{what}: off by {d} (scale {m})");
         };
         let ids = Tensor::new(&[[1u32, 40, 41, 42, 2, 2, 2, 2]], &dev).unwrap();
-        let (ct, cl) = (trained.1.forward(&ids, 2).unwrap().last, loaded.1.forward(&ids, 2).unwrap().last);
+        let (ct, cl) = (
+            trained.1.forward(&ids, 2).unwrap().last,
+            loaded.1.forward(&ids, 2).unwrap().last,
+        );
         close(&ct, &cl, "text encoder");
-        let ctx = Tensor::cat(&[&cl, &cl], 0).unwrap().pad_with_zeros(2, 0, spec.arch.unet.cross_attention_dim - cl.dim(2).unwrap()).unwrap();
+        let ctx = Tensor::cat(&[&cl, &cl], 0)
+            .unwrap()
+            .pad_with_zeros(
+                2,
+                0,
+                spec.arch.unet.cross_attention_dim - cl.dim(2).unwrap(),
+            )
+            .unwrap();
         let z = Tensor::randn(0f32, 1., (2, 4, 8, 8), &dev).unwrap();
-        close(&trained.0.forward(&z, 500.0, &ctx, None).unwrap(), &loaded.0.forward(&z, 500.0, &ctx, None).unwrap(), "UNet");
+        close(
+            &trained.0.forward(&z, 500.0, &ctx, None).unwrap(),
+            &loaded.0.forward(&z, 500.0, &ctx, None).unwrap(),
+            "UNet",
+        );
         let x = Tensor::randn(0f32, 1., (1, 3, 64, 64), &dev).unwrap();
-        close(&trained.2.encode(&x).unwrap().0, &loaded.2.encode(&x).unwrap().0, "VAE encoder");
-        close(&trained.2.decode(&z).unwrap(), &loaded.2.decode(&z).unwrap(), "VAE decoder");
+        close(
+            &trained.2.encode(&x).unwrap().0,
+            &loaded.2.encode(&x).unwrap().0,
+            "VAE encoder",
+        );
+        close(
+            &trained.2.decode(&z).unwrap(),
+            &loaded.2.decode(&z).unwrap(),
+            "VAE decoder",
+        );
     }
 }
