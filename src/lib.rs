@@ -3,6 +3,8 @@
 //!
 //! Data flows one way: app -> api -> jobs -> engine; `webhooks` sends jobs' ends out over
 //! `jobs`; `server` wires them together.
+// The generator island is one deep view type: its parts are not type-erased (smaller WASM).
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod app;
@@ -18,10 +20,11 @@ pub mod server;
 #[cfg(feature = "ssr")]
 pub mod webhooks;
 
-/// WASM entry point: takes over the server-rendered page.
+/// WASM entry point: takes over the server-rendered page's islands (the generator); the rest
+/// of the page is plain HTML and ships no code.
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
+    leptos::mount::hydrate_islands();
 }

@@ -3,6 +3,10 @@
 //! Rendered on the server with the models on offer and the visitor's recent jobs (the route
 //! waits for both, so the page is complete without JavaScript: the latest job's state, and a
 //! self-refresh while it runs). In the browser the page follows a job through its event stream.
+//!
+//! The page is rendered on the server only; [`Generator`] is the one island the browser
+//! hydrates, so everything it needs from the request (the models, the history, a refused
+//! no-JS form's error and fields) reaches it as serialized props.
 
 use leptos::prelude::*;
 
@@ -19,17 +23,29 @@ use crate::app::components::{Fields, Studio};
 pub fn GeneratorPage() -> impl IntoView {
     let models = Resource::new(|| (), |_| list_models());
     let recent = Resource::new(|| (), |_| recent_jobs());
+    // A form post without JavaScript that failed comes back here with its error in the URL
+    // (the router reads it; the island has no router) and its fields in another parameter.
+    let url_error = ServerAction::<SubmitJob>::new()
+        .value()
+        .get_untracked()
+        .and_then(Result::err)
+        .map(ApiError::from_untrusted_url);
+    let refused_form = use_query_map().with_untracked(|q| q.get(REFUSED_FORM_PARAM));
     view! {
         <header class="masthead">
             <h1>"easel"</h1>
             <p class="tagline">"Describe a picture; easel paints it."</p>
         </header>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
+            {move || {
+                let (url_error, refused_form) = (url_error.clone(), refused_form.clone());
+                Suspend::new(async move {
                 let models = models.await;
                 let recent = recent.await.unwrap_or_default();
                 match models {
-                    Ok(models) if !models.models.is_empty() => view! { <Generator models recent/> }.into_any(),
+                    Ok(models) if !models.models.is_empty() => {
+                        view! { <Generator models recent url_error refused_form/> }.into_any()
+                    }
                     Ok(_) => view! { <p class="page-error" role="alert">"The server offers no models at the moment."</p> }.into_any(),
                     Err(e) => view! {
                         <div class="page-error" role="alert" data-error-kind=e.kind.as_str()>
@@ -40,13 +56,29 @@ pub fn GeneratorPage() -> impl IntoView {
                     }
                     .into_any(),
                 }
-            })}
+                })
+            }}
         </Suspense>
     }
 }
 
-#[component]
-fn Generator(models: ModelsInfo, recent: Vec<JobView>) -> impl IntoView {
+/// The form, the result and the history: the part of the page that runs in the browser.
+#[island]
+fn Generator(
+    models: ModelsInfo,
+    recent: Vec<JobView>,
+    /// The error of a refused no-JS form post, if the page is its answer.
+    url_error: Option<ApiError>,
+    /// That form's fields, URL-encoded as posted.
+    refused_form: Option<String>,
+) -> impl IntoView {
+    // The mark tells tests (and curious people) that the WASM has taken over (effects run
+    // only in the browser).
+    Effect::new(|_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
     let default = models
         .models
         .iter()
@@ -57,11 +89,7 @@ fn Generator(models: ModelsInfo, recent: Vec<JobView>) -> impl IntoView {
     let fields = Fields::new(&default);
     let submit = ServerAction::<SubmitJob>::new();
     let cancel = ServerAction::<CancelJob>::new();
-    // A form post without JavaScript that failed comes back here with its error in the URL;
-    // the action starts with that error as its value.
-    let url_error = submit.value().get_untracked().and_then(Result::err).map(ApiError::from_untrusted_url);
     let latest = recent.first().cloned();
-    let refused_form = use_query_map().with_untracked(|q| q.get(REFUSED_FORM_PARAM));
     match (&url_error, refused_form, &latest) {
         // The refused form's own fields: nothing the visitor typed is lost.
         (Some(_), Some(posted), _) => fields.restore_posted(&posted),

@@ -105,7 +105,7 @@ pub fn ErrorCard(
     /// The id of the generate form (retry buttons submit it, with or without JavaScript).
     form_id: &'static str,
     /// The job to follow again, if the connection to a running job dropped.
-    #[prop(optional)]
+    #[prop(default = None)]
     reconnect: Option<Callback<()>>,
     /// Called by "Edit the prompt".
     #[prop(optional)]
@@ -135,40 +135,36 @@ pub fn ErrorCard(
         });
     }
     let explanation = explanation(&error);
+    // One concrete view type per remedy (no type-erased views: each `AnyView` ships every
+    // render path, hydration included, for its type).
+    use leptos::either::EitherOf3;
     let action = match remedy {
-        Remedy::Retry => Some(
-            view! {
-                <button type="submit" form=form_id class="button primary" data-testid="retry">
-                    "Try again"
-                </button>
-            }
-            .into_any(),
-        ),
+        Remedy::Retry => Some(EitherOf3::A(view! {
+            <button type="submit" form=form_id class="button primary" data-testid="retry">
+                "Try again"
+            </button>
+        })),
         Remedy::Reconnect => reconnect.map(|cb| {
-            view! {
+            EitherOf3::B(view! {
                 <button type="button" class="button primary" data-testid="reconnect" on:click=move |_| cb.run(())>
                     "Reconnect"
                 </button>
-            }
-            .into_any()
+            })
         }),
-        Remedy::Edit => Some(
-            view! {
-                <button
-                    type="button"
-                    class="button"
-                    data-testid="edit"
-                    on:click=move |_| {
-                        if let Some(cb) = on_edit {
-                            cb.run(())
-                        }
+        Remedy::Edit => Some(EitherOf3::C(view! {
+            <button
+                type="button"
+                class="button"
+                data-testid="edit"
+                on:click=move |_| {
+                    if let Some(cb) = on_edit {
+                        cb.run(())
                     }
-                >
-                    "Edit the prompt"
-                </button>
-            }
-            .into_any(),
-        ),
+                }
+            >
+                "Edit the prompt"
+            </button>
+        })),
         Remedy::None => None,
     };
     view! {

@@ -1,12 +1,13 @@
-//! The prompt form: a textarea, the Generate button and the advanced settings. An
-//! `ActionForm` to `submit_job`, so it works before (and without) the WASM: field names are
-//! `params[prompt]`, `params[width]`, …; blank numbers mean "the model's default".
+//! The prompt form: a textarea, the Generate button and the advanced settings. A plain form
+//! posting to `submit_job`, so it works before (and without) the WASM: field names are
+//! `params[prompt]`, `params[width]`, …; blank numbers mean "the model's default". With the
+//! WASM the submit is dispatched from the fields' signals (no form-data decoding shipped).
 
 use leptos::prelude::*;
 
 use super::params::{size_presets, SizePreset};
 use super::{Studio, FORM_ID};
-use crate::api::MAX_PROMPT_CHARS;
+use crate::api::{SubmitJob, MAX_PROMPT_CHARS, SUBMIT_FN_PATH};
 
 #[component]
 pub fn GenerateForm() -> impl IntoView {
@@ -45,6 +46,16 @@ pub fn GenerateForm() -> impl IntoView {
         }
     };
 
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        match f.params() {
+            Ok(params) => {
+                studio.submit.dispatch(SubmitJob { params });
+            }
+            Err(e) => studio.error.set(Some(e)),
+        }
+    };
+
     let random_seed = move |_| {
         #[cfg(feature = "hydrate")]
         {
@@ -63,7 +74,7 @@ pub fn GenerateForm() -> impl IntoView {
     let initial_seed = f.seed.get_untracked();
 
     view! {
-        <ActionForm action=studio.submit node_ref=studio.form attr:id=FORM_ID attr:class="prompt-form">
+        <form action=SUBMIT_FN_PATH method="post" node_ref=studio.form id=FORM_ID class="prompt-form" on:submit=on_submit>
             <fieldset class="form-fields" disabled=busy>
                 <legend class="visually-hidden">"Describe your picture"</legend>
                 <div class="prompt-head">
@@ -202,6 +213,6 @@ pub fn GenerateForm() -> impl IntoView {
                     </button>
                 </div>
             </fieldset>
-        </ActionForm>
+        </form>
     }
 }

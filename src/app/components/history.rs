@@ -2,6 +2,7 @@
 //! the visitor cookie, so it survives a reload). Picking one shows it in the result area and
 //! puts its parameters back into the form.
 
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use super::Studio;
@@ -21,19 +22,25 @@ pub fn History() -> impl IntoView {
         }
         items
     };
+    // The list is built once it has items, not again at every change (a memo, not `Show`,
+    // whose type-erased children would ship every render path).
+    let has_items = Memo::new(move |_| studio.history.with(|h| !h.is_empty()));
     view! {
         <section class="history" aria-labelledby="history-title">
             <h2 id="history-title">"Your recent pictures"</h2>
-            <Show
-                when=move || studio.history.with(|h| !h.is_empty())
-                fallback=|| view! { <p class="muted" data-testid="history-empty">"Nothing yet — your pictures will be kept here."</p> }
-            >
-                <ul class="gallery" data-testid="history">
-                    <For each=items key=|j: &JobView| (j.job_id.clone(), j.state.event_name()) let:job>
-                        <HistoryItem job/>
-                    </For>
-                </ul>
-            </Show>
+            {move || {
+                if has_items.get() {
+                    Either::Left(view! {
+                        <ul class="gallery" data-testid="history">
+                            <For each=items key=|j: &JobView| (j.job_id.clone(), j.state.event_name()) let:job>
+                                <HistoryItem job/>
+                            </For>
+                        </ul>
+                    })
+                } else {
+                    Either::Right(view! { <p class="muted" data-testid="history-empty">"Nothing yet — your pictures will be kept here."</p> })
+                }
+            }}
         </section>
     }
 }
@@ -49,10 +56,9 @@ fn HistoryItem(job: JobView) -> impl IntoView {
         move || studio.job.with(|j| j.as_ref().is_some_and(|j| j.job_id == id))
     };
     let thumb = match &job.state {
-        JobState::Completed { image_url, width, height, .. } => view! {
+        JobState::Completed { image_url, width, height, .. } => Either::Left(view! {
             <img src=image_url.clone() width=*width height=*height alt="" loading="lazy" style=format!("aspect-ratio: {width} / {height}")/>
-        }
-        .into_any(),
+        }),
         other => {
             let text = match other {
                 JobState::Queued { .. } => "Queued",
@@ -61,7 +67,7 @@ fn HistoryItem(job: JobView) -> impl IntoView {
                 JobState::Cancelled => "Cancelled",
                 JobState::Completed { .. } => "",
             };
-            view! { <span class="thumb-state" style=format!("aspect-ratio: {w} / {h}")>{text}</span> }.into_any()
+            Either::Right(view! { <span class="thumb-state" style=format!("aspect-ratio: {w} / {h}")>{text}</span> })
         }
     };
     let pick = move |_| {

@@ -11,7 +11,7 @@ pub mod result;
 use leptos::html::Form;
 use leptos::prelude::*;
 
-use crate::api::{ApiError, CancelJob, JobView, ModelSummary, ModelsInfo, ResolvedParams, SubmitJob};
+use crate::api::{ApiError, CancelJob, ErrorKind, GenerateParams, JobView, ModelSummary, ModelsInfo, ResolvedParams, SubmitJob};
 use params::SizePreset;
 
 /// The id of the generate form: retry buttons elsewhere on the page submit it (`form=`).
@@ -81,6 +81,32 @@ impl Fields {
                 _ => {}
             }
         }
+    }
+
+    /// What the form asks for, as `submit_job` takes it (blank numbers: the model's default).
+    /// Reads the fields directly instead of decoding the form's data.
+    pub fn params(&self) -> Result<GenerateParams, ApiError> {
+        fn number<T: std::str::FromStr>(field: RwSignal<String>, label: &str) -> Result<Option<T>, ApiError> {
+            let text = field.get_untracked();
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse().map(Some).map_err(|_| {
+                ApiError::new(ErrorKind::InvalidParams, format!("{label}: {text:?} is not a valid number."))
+            })
+        }
+        Ok(GenerateParams {
+            prompt: self.prompt.get_untracked(),
+            negative_prompt: self.negative_prompt.get_untracked(),
+            width: Some(self.width.get_untracked()),
+            height: Some(self.height.get_untracked()),
+            steps: number(self.steps, "Steps")?,
+            guidance: number(self.guidance, "Guidance")?,
+            seed: number(self.seed, "Seed")?,
+            model: Some(self.model.get_untracked()).filter(|m| !m.is_empty()),
+            webhook: None,
+        })
     }
 
     pub fn size(&self) -> SizePreset {

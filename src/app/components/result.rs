@@ -3,12 +3,14 @@
 //! shown; a status line (aria-live) and a progress bar below it; and one row of actions.
 //! Every part is always there (hidden when idle), so nothing on the page moves as a job runs.
 
+use leptos::either::{Either, EitherOf4};
 use leptos::prelude::*;
 
 use super::errors::ErrorCard;
 use super::params::{a1111_text, download_name, human_ms};
 use super::{Studio, FORM_ID};
-use crate::api::{ErrorKind, JobState, JobView, ApiError};
+use crate::api::{ApiError, CancelJob, ErrorKind, JobState, JobView};
+use leptos::server_fn::ServerFn;
 
 /// What the result area is showing.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,50 +111,27 @@ pub fn ResultArea() -> impl IntoView {
         }
     });
 
+    // What the frame holds: one concrete view type per kind of content (no type-erased views:
+    // each `AnyView` ships every render path, hydration included, for its type).
     let inside = move || match shown.get() {
-        Shown::Idle => view! {
+        Shown::Idle => EitherOf4::A(view! {
             <div class="frame-fill placeholder" aria-hidden="true">
                 <span>"Your picture will appear here"</span>
             </div>
-        }
-        .into_any(),
-        Shown::Submitting => view! {
-            <div class="frame-fill skeleton" data-testid="skeleton" aria-hidden="true"></div>
-        }
-        .into_any(),
+        }),
+        Shown::Submitting => EitherOf4::B(skeleton(None)),
         Shown::Error(e) => {
             let running = studio.job.with_untracked(|j| j.as_ref().is_some_and(|j| !j.state.is_terminal()));
             let reconnect = (e.kind == ErrorKind::Network && running).then_some(reconnect);
-            view! {
-                <div class="frame-fill overlay">
-                    {match reconnect {
-                        Some(r) => view! { <ErrorCard error=e form_id=FORM_ID reconnect=r on_edit=edit/> }.into_any(),
-                        None => view! { <ErrorCard error=e form_id=FORM_ID on_edit=edit/> }.into_any(),
-                    }}
-                </div>
-            }
-            .into_any()
+            EitherOf4::D(error_overlay(e, reconnect, edit))
         }
         Shown::Job(j) => {
             let (w, h) = (j.params.width, j.params.height);
             let alt = j.params.prompt.clone();
             match j.state {
-                JobState::Queued { .. } => view! {
-                    <div class="frame-fill skeleton" data-testid="skeleton" aria-hidden="true"></div>
-                }
-                .into_any(),
-                JobState::Processing { preview_url, .. } => view! {
-                    <div class="frame-fill skeleton" data-testid="skeleton" aria-hidden="true">
-                        {preview_url
-                            .map(|src| {
-                                view! {
-                                    <img class="frame-img preview" data-testid="preview" src=src width=w height=h alt=""/>
-                                }
-                            })}
-                    </div>
-                }
-                .into_any(),
-                JobState::Completed { image_url, width, height, .. } => view! {
+                JobState::Queued { .. } => EitherOf4::B(skeleton(None)),
+                JobState::Processing { preview_url, .. } => EitherOf4::B(skeleton(preview_url.map(|src| (src, w, h)))),
+                JobState::Completed { image_url, width, height, .. } => EitherOf4::C(view! {
                     <img
                         class="frame-img"
                         data-testid="result-image"
@@ -162,26 +141,15 @@ pub fn ResultArea() -> impl IntoView {
                         alt=alt
                         style=format!("aspect-ratio: {width} / {height}")
                     />
-                }
-                .into_any(),
+                }),
                 JobState::Failed { error } => {
-                    let e = ApiError::new(error.kind, error.message);
-                    view! {
-                        <div class="frame-fill overlay">
-                            <ErrorCard error=e form_id=FORM_ID on_edit=edit/>
-                        </div>
-                    }
-                    .into_any()
+                    EitherOf4::D(error_overlay(ApiError::new(error.kind, error.message), None, edit))
                 }
-                JobState::Cancelled => {
-                    let e = ApiError::new(ErrorKind::Cancelled, "The job was cancelled.");
-                    view! {
-                        <div class="frame-fill overlay">
-                            <ErrorCard error=e form_id=FORM_ID on_edit=edit/>
-                        </div>
-                    }
-                    .into_any()
-                }
+                JobState::Cancelled => EitherOf4::D(error_overlay(
+                    ApiError::new(ErrorKind::Cancelled, "The job was cancelled."),
+                    None,
+                    edit,
+                )),
             }
         }
     };
@@ -221,35 +189,38 @@ pub fn ResultArea() -> impl IntoView {
     let actions = move || match shown.get() {
         Shown::Job(j) if !j.state.is_terminal() => {
             let id = j.job_id.clone();
-            view! {
-                <ActionForm action=studio.cancel attr:class="inline-form">
+            let cancel = {
+                let id = id.clone();
+                move |ev: leptos::ev::SubmitEvent| {
+                    ev.prevent_default();
+                    studio.cancel.dispatch(CancelJob { job_id: id.clone() });
+                }
+            };
+            // A plain form, so that cancelling works without the WASM too.
+            Some(Either::Left(view! {
+                <form action=CancelJob::url() method="post" class="inline-form" on:submit=cancel>
                     <input type="hidden" name="job_id" value=id/>
                     <button type="submit" class="button danger" data-testid="cancel" disabled=move || studio.cancel.pending().get()>
                         "Cancel"
                     </button>
-                </ActionForm>
-            }
-            .into_any()
+                </form>
+            }))
         }
-        Shown::Job(j) => match &j.state {
-            JobState::Completed { image_url, .. } => {
-                let name = download_name(&j.params);
-                view! {
-                    <a class="button primary" data-testid="download" href=image_url.clone() download=name>
-                        "Download"
-                    </a>
-                    <button type="button" class="button" data-testid="copy-params" on:click=copy>
-                        {move || if copied.get() { "Copied ✓" } else { "Copy parameters" }}
-                    </button>
-                    <button type="button" class="button" data-testid="same-seed" on:click=same_seed disabled=move || studio.busy()>
-                        "Same seed again"
-                    </button>
-                }
-                .into_any()
-            }
-            _ => ().into_any(),
-        },
-        _ => ().into_any(),
+        Shown::Job(JobView { state: JobState::Completed { image_url, .. }, params, .. }) => {
+            let name = download_name(&params);
+            Some(Either::Right(view! {
+                <a class="button primary" data-testid="download" href=image_url download=name>
+                    "Download"
+                </a>
+                <button type="button" class="button" data-testid="copy-params" on:click=copy>
+                    {move || if copied.get() { "Copied ✓" } else { "Copy parameters" }}
+                </button>
+                <button type="button" class="button" data-testid="same-seed" on:click=same_seed disabled=move || studio.busy()>
+                    "Same seed again"
+                </button>
+            }))
+        }
+        _ => None,
     };
 
     view! {
@@ -277,5 +248,26 @@ pub fn ResultArea() -> impl IntoView {
             // with JavaScript the browser ignores <noscript> and the stream takes over.
             {move || active().then(|| view! { <noscript inner_html=r#"<meta http-equiv="refresh" content="2;url=/">"#></noscript> })}
         </section>
+    }
+}
+
+/// The waiting frame, with the live preview once the painter sends one (`src`, width, height).
+fn skeleton(preview: Option<(String, u32, u32)>) -> impl IntoView {
+    view! {
+        <div class="frame-fill skeleton" data-testid="skeleton" aria-hidden="true">
+            {preview
+                .map(|(src, w, h)| {
+                    view! { <img class="frame-img preview" data-testid="preview" src=src width=w height=h alt=""/> }
+                })}
+        </div>
+    }
+}
+
+/// An error (or a cancellation) over the frame, with what the visitor can do about it.
+fn error_overlay(error: ApiError, reconnect: Option<Callback<()>>, on_edit: Callback<()>) -> impl IntoView {
+    view! {
+        <div class="frame-fill overlay">
+            <ErrorCard error form_id=FORM_ID reconnect on_edit/>
+        </div>
     }
 }
