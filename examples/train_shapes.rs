@@ -6,7 +6,8 @@
 //! Usage: `cargo run --release --features ssr --example train_shapes [-- <models dir>]`
 //! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS (for trying things out);
 //! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there;
-//! EASEL_VAE_FROM=<models dir> takes the VAE written there and trains the rest anew.
+//! EASEL_VAE_FROM=<models dir> takes the VAE written there and trains the rest anew;
+//! EASEL_SEED=<n> draws other scenes (a resumed run should not see the first run's again).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -149,10 +150,11 @@ fn main() -> Result<()> {
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = parse_model_spec(&MODEL_TOML.replace("VAE_SCALE", "1.0"), NAME, &dir)?;
-    let mut trainer = Trainer::new(spec, tok, SEED).map_err(|e| anyhow::anyhow!(e))?;
+    let seed = std::env::var("EASEL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(SEED);
+    let mut trainer = Trainer::new(spec, tok, seed).map_err(|e| anyhow::anyhow!(e))?;
     let [c, u, v] = trainer.parameter_counts();
     println!("parameters: text encoder {c}, UNet {u}, VAE {v}");
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let started = Instant::now();
 
     // EASEL_RESUME_FROM=<models dir>: continue from the model written there (no VAE phase).

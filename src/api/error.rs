@@ -9,7 +9,8 @@ use leptos::server_fn::{
 /// What went wrong, as a machine-readable string (`snake_case` on the wire).
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+// Read by name through `parse`: one match instead of serde's per-format visitors (less WASM).
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum ErrorKind {
     InvalidPrompt,
     InvalidParams,
@@ -87,7 +88,17 @@ impl ErrorKind {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+}
 
+impl TryFrom<String> for ErrorKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::parse(&name).ok_or_else(|| format!("unknown error kind `{name}`"))
+    }
+}
+
+impl ErrorKind {
     /// The HTTP status a request failing with this kind answers with. Job outcomes
     /// (timeout, inference_failed, ...) are states of a job, not request failures: a status
     /// request for such a job still answers 200.

@@ -204,7 +204,7 @@ impl JobState {
 /// One job as every reader sees it: `{"jobId": .., "status": .., ..state fields, "params": ..}`.
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "FlatJobView")]
 pub struct JobView {
     pub job_id: String,
     /// Only in the answer to the submit: lets the submitter cancel the job without its cookie.
@@ -225,4 +225,127 @@ pub fn image_url(job_id: &str) -> String {
 /// The live preview URL of a running job; `step` makes each preview a distinct URL.
 pub fn preview_url(job_id: &str, step: u32) -> String {
     format!("/api/images/{job_id}/preview.png?step={step}")
+}
+
+/// A [`JobView`] as it reads on the wire: the state's fields beside the job's, all optional.
+/// Decoding through this flat form is what serde's `flatten` plus an internally tagged enum
+/// would do, without their buffering of every field first (a fifth of the browser's decoder).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FlatJobView {
+    job_id: String,
+    #[serde(default)]
+    cancel_token: Option<String>,
+    status: String,
+    params: ResolvedParams,
+    created_at_ms: i64,
+    position: Option<u32>,
+    eta_ms: Option<u64>,
+    step: Option<u32>,
+    total: Option<u32>,
+    preview_url: Option<String>,
+    image_url: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    seed: Option<u32>,
+    timings: Option<Timings>,
+    error: Option<JobFailure>,
+}
+
+impl TryFrom<FlatJobView> for JobView {
+    type Error = String;
+
+    fn try_from(f: FlatJobView) -> Result<Self, String> {
+        fn need<T>(field: Option<T>, name: &str, status: &str) -> Result<T, String> {
+            field.ok_or_else(|| format!("missing field `{name}` for status `{status}`"))
+        }
+        let s = f.status.as_str();
+        let state = match s {
+            "queued" => JobState::Queued { position: need(f.position, "position", s)?, eta_ms: f.eta_ms },
+            "processing" => JobState::Processing {
+                step: need(f.step, "step", s)?,
+                total: need(f.total, "total", s)?,
+                preview_url: f.preview_url,
+            },
+            "completed" => JobState::Completed {
+                image_url: need(f.image_url, "imageUrl", s)?,
+                width: need(f.width, "width", s)?,
+                height: need(f.height, "height", s)?,
+                seed: need(f.seed, "seed", s)?,
+                timings: need(f.timings, "timings", s)?,
+            },
+            "failed" => JobState::Failed { error: need(f.error, "error", s)? },
+            "cancelled" => JobState::Cancelled,
+            other => return Err(format!("unknown status `{other}`")),
+        };
+        Ok(JobView {
+            job_id: f.job_id,
+            cancel_token: f.cancel_token,
+            state,
+            params: f.params,
+            created_at_ms: f.created_at_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(state: JobState) -> JobView {
+        JobView {
+            job_id: "j1".into(),
+            cancel_token: None,
+            state,
+            params: ResolvedParams::tiny_for_tests("a red circle", 4),
+            created_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn job_views_read_back_as_written_in_every_state() {
+        let states = [
+            JobState::Queued { position: 2, eta_ms: Some(1500) },
+            JobState::Queued { position: 0, eta_ms: None },
+            JobState::Processing { step: 3, total: 20, preview_url: Some("/api/jobs/j1/preview".into()) },
+            JobState::Processing { step: 0, total: 20, preview_url: None },
+            JobState::Completed {
+                image_url: "/api/images/j1.png".into(),
+                width: 128,
+                height: 96,
+                seed: 7,
+                timings: Timings { queued_ms: 1, inference_ms: 2, total_ms: 3 },
+            },
+            JobState::Failed { error: JobFailure { kind: ErrorKind::Timeout, message: "too long".into() } },
+            JobState::Cancelled,
+        ];
+        for state in states {
+            let mut v = view(state);
+            v.cancel_token = Some("t".into());
+            let json = serde_json::to_string(&v).unwrap();
+            let back: JobView = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(back, v, "{json}");
+        }
+    }
+
+    #[test]
+    fn job_views_with_a_wrong_status_or_missing_fields_are_refused() {
+        let mut json = serde_json::to_value(view(JobState::Queued { position: 1, eta_ms: None })).unwrap();
+        json["status"] = "paused".into();
+        let e = serde_json::from_value::<JobView>(json.clone()).unwrap_err().to_string();
+        assert!(e.contains("unknown status `paused`"), "{e}");
+        json["status"] = "completed".into();
+        let e = serde_json::from_value::<JobView>(json).unwrap_err().to_string();
+        assert!(e.contains("missing field `imageUrl` for status `completed`"), "{e}");
+    }
+
+    #[test]
+    fn error_kinds_read_by_name() {
+        for kind in ErrorKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(serde_json::from_str::<ErrorKind>(&json).unwrap(), kind);
+        }
+        let e = serde_json::from_str::<ErrorKind>("\"oops\"").unwrap_err().to_string();
+        assert!(e.contains("unknown error kind `oops`"), "{e}");
+    }
 }
