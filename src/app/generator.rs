@@ -17,7 +17,7 @@ use crate::app::components::errors::{explanation, headline};
 use crate::app::components::form::GenerateForm;
 use crate::app::components::history::History;
 use crate::app::components::result::ResultArea;
-use crate::app::components::{Fields, Studio};
+use crate::app::components::{call, Fields, Studio};
 
 #[component]
 pub fn GeneratorPage() -> impl IntoView {
@@ -87,8 +87,8 @@ fn Generator(
         .cloned()
         .expect("checked non-empty");
     let fields = Fields::new(&default);
-    let submit = ServerAction::<SubmitJob>::new();
-    let cancel = ServerAction::<CancelJob>::new();
+    let submit = call::<SubmitJob>();
+    let cancel = call::<CancelJob>();
     let latest = recent.first().cloned();
     match (&url_error, refused_form, &latest) {
         // The refused form's own fields: nothing the visitor typed is lost.

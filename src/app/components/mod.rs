@@ -10,6 +10,7 @@ pub mod result;
 
 use leptos::html::Form;
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
 
 use crate::api::{ApiError, CancelJob, ErrorKind, GenerateParams, JobView, ModelSummary, ModelsInfo, ResolvedParams, SubmitJob};
 use params::SizePreset;
@@ -114,6 +115,19 @@ impl Fields {
     }
 }
 
+/// A server function the page calls: its answer, whether it is pending, how often it answered.
+/// A plain action, not a `ServerAction`: that one also decodes a no-JS post's error from the
+/// URL, which the island gets as a prop instead (and its decoder would ship in the WASM).
+pub type Call<S> = Action<S, Result<<S as ServerFn>::Output, ApiError>>;
+
+/// Calls `S` from the browser (or, on the server, never: actions only run when dispatched).
+pub fn call<S: ServerFn<Error = ApiError> + Clone + Send + Sync + 'static>() -> Call<S>
+where
+    S::Output: Send + Sync + 'static,
+{
+    Action::new(|input: &S| input.clone().run_on_client())
+}
+
 /// Everything the page's parts share.
 #[derive(Clone, Copy)]
 pub struct Studio {
@@ -123,8 +137,8 @@ pub struct Studio {
     pub job: RwSignal<Option<JobView>>,
     /// The error shown in the result area, if any; it wins over the job.
     pub error: RwSignal<Option<ApiError>>,
-    pub submit: ServerAction<SubmitJob>,
-    pub cancel: ServerAction<CancelJob>,
+    pub submit: Call<SubmitJob>,
+    pub cancel: Call<CancelJob>,
     /// This visitor's recent jobs, newest first.
     pub history: RwSignal<Vec<JobView>>,
     pub form: NodeRef<Form>,
