@@ -1,5 +1,6 @@
 //! One human message per error kind, and the card that shows it with the action that helps.
 
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 
 use crate::api::{ApiError, ErrorKind};
@@ -137,7 +138,6 @@ pub fn ErrorCard(
     let explanation = explanation(&error);
     // One concrete view type per remedy (no type-erased views: each `AnyView` ships every
     // render path, hydration included, for its type).
-    use leptos::either::EitherOf3;
     let action = match remedy {
         Remedy::Retry => Some(EitherOf3::A(view! {
             <button type="submit" form=form_id class="button primary" data-testid="retry">

@@ -211,3 +211,31 @@ impl Studio {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_reads_blank_numbers_as_defaults_and_refuses_unreadable_ones() {
+        // Signals live in a reactive owner, as they do on a page.
+        Owner::new().with(|| {
+            let f = Fields::new(&ModelSummary::tiny_for_tests());
+            f.prompt.set("a red circle".into());
+            f.steps.set("  ".into());
+            f.guidance.set(" 7.5 ".into());
+            let p = f.params().unwrap();
+            assert_eq!((p.prompt.as_str(), p.width, p.height), ("a red circle", Some(64), Some(64)));
+            assert_eq!((p.steps, p.guidance, p.seed), (None, Some(7.5), None));
+            assert_eq!(p.model.as_deref(), Some("tiny"));
+
+            f.seed.set("12x".into());
+            let e = f.params().unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidParams);
+            assert!(e.message.contains("Seed: \"12x\""), "{}", e.message);
+            f.seed.set(String::new());
+            f.steps.set("-3".into());
+            assert_eq!(f.params().unwrap_err().kind, ErrorKind::InvalidParams);
+        });
+    }
+}

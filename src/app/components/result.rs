@@ -5,12 +5,12 @@
 
 use leptos::either::{Either, EitherOf4};
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
 
 use super::errors::ErrorCard;
 use super::params::{a1111_text, download_name, human_ms};
 use super::{Studio, FORM_ID};
 use crate::api::{ApiError, CancelJob, ErrorKind, JobState, JobView};
-use leptos::server_fn::ServerFn;
 
 /// What the result area is showing.
 #[derive(Clone, Debug, PartialEq)]
