@@ -10,6 +10,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn as nn;
 
 use super::conv::Conv2d;
+use super::kernels::{group_norm, GroupNorm};
 
 /// candle's fused layer norm for loaded weights, the same formula in plain ops for variables.
 pub(super) struct LayerNorm {
@@ -196,7 +197,7 @@ enum Proj {
 }
 
 pub(super) struct SpatialTransformer {
-    norm: nn::GroupNorm,
+    norm: GroupNorm,
     proj_in: Proj,
     blocks: Vec<Block>,
     proj_out: Proj,
@@ -212,7 +213,7 @@ pub(super) struct TransformerConfig {
 
 impl SpatialTransformer {
     pub fn new(vb: nn::VarBuilder, channels: usize, cfg: &TransformerConfig) -> Result<Self> {
-        let norm = nn::group_norm(cfg.groups, channels, 1e-6, vb.pp("norm"))?;
+        let norm = group_norm(cfg.groups, channels, 1e-6, vb.pp("norm"))?;
         let proj = |name: &str| -> Result<Proj> {
             Ok(if cfg.linear_projection {
                 Proj::Linear(nn::linear(channels, channels, vb.pp(name))?)

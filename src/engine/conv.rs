@@ -5,8 +5,12 @@
 //! kernel, dilated gradient): candle's own backward goes through its direct-loop transposed
 //! convolution, which made training several times slower on CPU.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor, D};
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor, D};
 use candle_nn as nn;
+
+use super::kernels::{self, group_norm, GroupNorm};
 
 pub(super) struct Conv2d {
     weight: Tensor,
@@ -14,6 +18,8 @@ pub(super) struct Conv2d {
     padding: usize,
     stride: usize,
     trainable: bool,
+    /// Loaded f32 weights on the CPU: the bias for our inference kernel (`kernels::ConvOp`).
+    cpu_bias: Option<Arc<[f32]>>,
 }
 
 impl Conv2d {
@@ -32,9 +38,15 @@ impl Conv2d {
         };
         let conv = nn::conv2d(in_ch, out_ch, kernel, cfg, vb)?;
         let weight = conv.weight().clone();
+        let bias = conv.bias().cloned();
+        let cpu_bias = match &bias {
+            Some(b) if b.device().is_cpu() && b.dtype() == DType::F32 => Some(b.to_vec1::<f32>()?.into()),
+            _ => None,
+        };
         Ok(Self {
             trainable: weight.is_variable(),
-            bias: conv.bias().cloned(),
+            cpu_bias,
+            bias,
             weight,
             padding,
             stride,
@@ -50,6 +62,17 @@ impl Module for Conv2d {
                 stride: self.stride,
             };
             xs.contiguous()?.apply_op2(&self.weight, op)?
+        } else if xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+            let op = kernels::ConvOp {
+                padding: self.padding,
+                stride: self.stride,
+                bias: self.cpu_bias.clone(),
+            };
+            let out = xs.contiguous()?.apply_op2_no_bwd(&self.weight.contiguous()?, &op)?;
+            if self.bias.is_none() || op.bias.is_some() {
+                return Ok(out);
+            }
+            out
         } else {
             xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
         };
@@ -141,9 +164,9 @@ fn dilate(t: &Tensor, s: usize) -> Result<Tensor> {
 /// diffusers' `ResnetBlock2D`: norm, SiLU, conv, plus the time embedding, norm, SiLU, conv,
 /// added to the input (through a 1x1 convolution when the channel count changes).
 pub(super) struct Resnet {
-    norm1: nn::GroupNorm,
+    norm1: GroupNorm,
     conv1: Conv2d,
-    norm2: nn::GroupNorm,
+    norm2: GroupNorm,
     conv2: Conv2d,
     time_emb_proj: Option<nn::Linear>,
     shortcut: Option<Conv2d>,
@@ -160,9 +183,9 @@ impl Resnet {
         eps: f64,
     ) -> Result<Self> {
         Ok(Self {
-            norm1: nn::group_norm(groups, in_ch, eps, vb.pp("norm1"))?,
+            norm1: group_norm(groups, in_ch, eps, vb.pp("norm1"))?,
             conv1: Conv2d::new(vb.pp("conv1"), in_ch, out_ch, 3, 1, 1)?,
-            norm2: nn::group_norm(groups, out_ch, eps, vb.pp("norm2"))?,
+            norm2: group_norm(groups, out_ch, eps, vb.pp("norm2"))?,
             conv2: Conv2d::new(vb.pp("conv2"), out_ch, out_ch, 3, 1, 1)?,
             time_emb_proj: match temb {
                 Some(t) => Some(nn::linear(t, out_ch, vb.pp("time_emb_proj"))?),
@@ -181,7 +204,7 @@ impl Resnet {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),
         };
-        let h = self.conv1.forward(&nn::ops::silu(&self.norm1.forward(xs)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
         let h = match (temb, &self.time_emb_proj) {
             (Some(t), Some(proj)) => proj
                 .forward(&nn::ops::silu(t)?)?
@@ -190,7 +213,7 @@ impl Resnet {
                 .broadcast_add(&h)?,
             _ => h,
         };
-        let h = self.conv2.forward(&nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         skip + h
     }
 }

@@ -15,6 +15,7 @@
 mod attention;
 mod conv;
 mod hub;
+mod kernels;
 mod pipeline;
 mod png;
 mod preview;

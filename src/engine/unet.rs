@@ -12,6 +12,7 @@ use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbeddin
 
 use super::attention::{SpatialTransformer, TransformerConfig};
 use super::conv::{Conv2d, Resnet};
+use super::kernels::{group_norm, GroupNorm};
 use super::spec::UNetArch;
 
 const NORM_EPS: f64 = 1e-5;
@@ -68,7 +69,7 @@ pub(super) struct UNet {
     down: Vec<Down>,
     mid: Mid,
     up: Vec<Up>,
-    norm_out: nn::GroupNorm,
+    norm_out: GroupNorm,
     conv_out: Conv2d,
 }
 
@@ -210,7 +211,7 @@ impl UNet {
                 upsample,
             });
         }
-        let norm_out = nn::group_norm(arch.norm_num_groups, ch0, NORM_EPS, vb.pp("conv_norm_out"))?;
+        let norm_out = group_norm(arch.norm_num_groups, ch0, NORM_EPS, vb.pp("conv_norm_out"))?;
         let conv_out = conv3(vb.pp("conv_out"), ch0, 4, 1)?;
         Ok(Self {
             conv_in,
@@ -307,7 +308,7 @@ impl UNet {
                 xs = u.forward(&xs.upsample_nearest2d(th, tw)?)?;
             }
         }
-        let xs = nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let xs = self.norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }

@@ -7,13 +7,14 @@ use candle_nn as nn;
 
 use super::attention::{attend, softmax_last_dim};
 use super::conv::{Conv2d, Resnet};
+use super::kernels::{group_norm, GroupNorm};
 use super::spec::VaeArch;
 
 const EPS: f64 = 1e-6;
 
 /// The single-head self-attention in the VAE's middle block.
 struct Attention {
-    norm: nn::GroupNorm,
+    norm: GroupNorm,
     q: nn::Linear,
     k: nn::Linear,
     v: nn::Linear,
@@ -42,7 +43,7 @@ impl Attention {
         };
         let q = projection(vb.pp(q), c)?;
         Ok(Self {
-            norm: nn::group_norm(groups, c, EPS, vb.pp("group_norm"))?,
+            norm: group_norm(groups, c, EPS, vb.pp("group_norm"))?,
             trainable: q.weight().is_variable(),
             q,
             k: projection(vb.pp(k), c)?,
@@ -114,7 +115,7 @@ pub(super) struct Vae {
     conv_in: Conv2d,
     mid: Mid,
     up: Vec<Level>,
-    norm_out: nn::GroupNorm,
+    norm_out: GroupNorm,
     conv_out: Conv2d,
 }
 
@@ -122,7 +123,7 @@ struct Encoder {
     conv_in: Conv2d,
     down: Vec<Level>,
     mid: Mid,
-    norm_out: nn::GroupNorm,
+    norm_out: GroupNorm,
     conv_out: Conv2d,
     quant_conv: Conv2d,
 }
@@ -152,7 +153,7 @@ impl Encoder {
             conv_in: Conv2d::new(enc.pp("conv_in"), 3, ch[0], 3, 1, 1)?,
             down,
             mid: Mid::new(enc.pp("mid_block"), last, g)?,
-            norm_out: nn::group_norm(g, last, EPS, enc.pp("conv_norm_out"))?,
+            norm_out: group_norm(g, last, EPS, enc.pp("conv_norm_out"))?,
             conv_out: Conv2d::new(enc.pp("conv_out"), last, z2, 3, 1, 1)?,
             quant_conv: Conv2d::new(vb.pp("quant_conv"), z2, z2, 1, 0, 1)?,
         })
@@ -170,7 +171,7 @@ impl Encoder {
             }
         }
         let xs = self.mid.forward(&xs)?;
-        let xs = self.conv_out.forward(&nn::ops::silu(&self.norm_out.forward(&xs)?)?)?;
+        let xs = self.conv_out.forward(&self.norm_out.forward_silu(&xs)?)?;
         let params = self.quant_conv.forward(&xs)?;
         let halves = params.chunk(2, 1)?;
         Ok((halves[0].clone(), halves[1].clone()))
@@ -205,7 +206,7 @@ impl Vae {
             conv_in: Conv2d::new(dec.pp("conv_in"), z, last, 3, 1, 1)?,
             mid: Mid::new(dec.pp("mid_block"), last, g)?,
             up,
-            norm_out: nn::group_norm(g, ch[0], EPS, dec.pp("conv_norm_out"))?,
+            norm_out: group_norm(g, ch[0], EPS, dec.pp("conv_norm_out"))?,
             conv_out: Conv2d::new(dec.pp("conv_out"), ch[0], 3, 3, 1, 1)?,
         })
     }
@@ -282,7 +283,7 @@ impl Vae {
                 xs = u.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)?;
             }
         }
-        self.conv_out.forward(&nn::ops::silu(&self.norm_out.forward(&xs)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&xs)?)
     }
 }
 

@@ -1,0 +1,398 @@
+//! CPU kernels for loaded (inference) weights where candle's own are far from the machine's
+//! limit: group norm with the SiLU that usually follows it fused in (candle composes it from
+//! seven whole-tensor ops, 31x PyTorch's time), and a 2-D convolution whose im2col copies
+//! whole input rows into an L2-sized tile and hands it to one GEMM (candle's tiled im2col
+//! scatters element by element). Both run f32 on the CPU only; anything else (GPU tensors,
+//! half precision, variables being trained) takes candle's path, so the numbers stay the same
+//! function of the weights and the backward pass stays candle's.
+//!
+//! Deterministic: every output element is computed by one thread in a fixed order, whatever
+//! the thread count.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_nn as nn;
+use rayon::prelude::*;
+
+/// diffusers' `GroupNorm`, optionally followed by SiLU, as one pass over the tensor.
+pub(super) struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+    fallback: nn::GroupNorm,
+    trainable: bool,
+}
+
+/// Same weight names and initial values as `candle_nn::group_norm`.
+pub(super) fn group_norm(groups: usize, channels: usize, eps: f64, vb: nn::VarBuilder) -> Result<GroupNorm> {
+    let weight = vb.get_with_hints(channels, "weight", nn::Init::Const(1.))?;
+    let bias = vb.get_with_hints(channels, "bias", nn::Init::Const(0.))?;
+    let fallback = nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
+    Ok(GroupNorm {
+        trainable: weight.is_variable(),
+        weight,
+        bias,
+        groups,
+        eps,
+        fallback,
+    })
+}
+
+/// Whether `xs` can take this module's CPU kernels (the weights must be constants).
+fn cpu_f32(xs: &Tensor, trainable: bool) -> bool {
+    !trainable && xs.device().is_cpu() && xs.dtype() == DType::F32
+}
+
+impl GroupNorm {
+    /// `silu(group_norm(xs))`.
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        self.run(xs, true)
+    }
+
+    fn run(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
+        if !cpu_f32(xs, self.trainable) || xs.rank() < 3 {
+            let out = self.fallback.forward(xs)?;
+            return if silu { nn::ops::silu(&out) } else { Ok(out) };
+        }
+        let op = GroupNormOp {
+            groups: self.groups,
+            eps: self.eps,
+            silu,
+        };
+        xs.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.run(xs, false)
+    }
+}
+
+struct GroupNormOp {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("kernel wants contiguous inputs".into()))?;
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+impl CustomOp3 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "easel-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let dims = l1.dims();
+        let channels = dims[1];
+        if channels % self.groups != 0 || gamma.len() != channels || beta.len() != channels {
+            candle_core::bail!("group norm: {channels} channels, {} groups, {} weights", self.groups, gamma.len())
+        }
+        let plane: usize = dims[2..].iter().product();
+        let per_group = channels / self.groups * plane;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(per_group)
+            .zip(x.par_chunks(per_group))
+            .enumerate()
+            .for_each(|(i, (out, x))| {
+                let first = (i % self.groups) * (channels / self.groups);
+                normalize_group(x, out, plane, &gamma[first..], &beta[first..], self.eps, self.silu);
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// One group: `x` holds its channels' planes one after another.
+fn normalize_group(x: &[f32], out: &mut [f32], plane: usize, gamma: &[f32], beta: &[f32], eps: f64, silu: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the features the function is compiled for were just detected.
+        return unsafe { normalize_group_avx2(x, out, plane, gamma, beta, eps, silu) };
+    }
+    normalize_group_generic(x, out, plane, gamma, beta, eps, silu)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn normalize_group_avx2(x: &[f32], out: &mut [f32], plane: usize, gamma: &[f32], beta: &[f32], eps: f64, silu: bool) {
+    normalize_group_generic(x, out, plane, gamma, beta, eps, silu)
+}
+
+/// Mean, then variance around it (two passes, as candle and PyTorch), in 16 f32 lanes summed
+/// in f64; then one scale-and-shift per channel, SiLU in the same pass.
+#[inline(always)]
+fn normalize_group_generic(x: &[f32], out: &mut [f32], plane: usize, gamma: &[f32], beta: &[f32], eps: f64, silu: bool) {
+    const LANES: usize = 16;
+    let lane_sum = |f: &dyn Fn(f32) -> f32| -> f64 {
+        let mut acc = [0f32; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let tail: f64 = chunks.remainder().iter().map(|&v| f(v) as f64).sum();
+        for c in chunks {
+            for j in 0..LANES {
+                acc[j] += f(c[j]);
+            }
+        }
+        acc.iter().map(|&a| a as f64).sum::<f64>() + tail
+    };
+    let n = x.len() as f64;
+    let mean = (lane_sum(&|v| v) / n) as f32;
+    let var = lane_sum(&|v| (v - mean) * (v - mean)) / n;
+    let rstd = (1.0 / (var + eps).sqrt()) as f32;
+    for (c, (out, x)) in out.chunks_exact_mut(plane).zip(x.chunks_exact(plane)).enumerate() {
+        let scale = gamma[c] * rstd;
+        let shift = beta[c] - mean * scale;
+        if silu {
+            for (o, &v) in out.iter_mut().zip(x) {
+                let y = v * scale + shift;
+                *o = y / (1.0 + exp(-y));
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v * scale + shift;
+            }
+        }
+    }
+}
+
+/// `e^x` for f32 in straight-line code the compiler vectorizes (libm's `expf` is a call per
+/// element): 2^n · p(r) with r = x − n·ln 2, |r| ≤ ln 2 / 2, p a degree-6 Taylor polynomial
+/// (relative error below 2e-7; x is clamped to ±87, where f32 ends).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and removing 1.5 · 2^23 rounds to the nearest integer without a rounding instruction.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 87.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    f32::from_bits(p.to_bits().wrapping_add(((n as i32) << 23) as u32))
+}
+
+/// A 2-D convolution of loaded f32 weights on the CPU, bias added by the GEMM itself.
+pub(super) struct ConvOp {
+    pub padding: usize,
+    pub stride: usize,
+    /// Per output channel, or none.
+    pub bias: Option<Arc<[f32]>>,
+}
+
+/// Bytes of input patches one GEMM call takes at most (a few output rows: fits L2 beside the
+/// kernel's packed panels).
+const TILE_BYTES: usize = 1 << 20;
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint (batch item, output rows) blocks of the output.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "easel-conv2d-inference"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (b, c, h, wd) = l1.shape().dims4()?;
+        let (o, c2, kh, kw) = l2.shape().dims4()?;
+        if c != c2 {
+            candle_core::bail!("conv2d: input has {c} channels, kernel wants {c2}")
+        }
+        let (p, s) = (self.padding, self.stride);
+        if h + 2 * p < kh || wd + 2 * p < kw {
+            candle_core::bail!("conv2d: {h}x{wd} input is smaller than the {kh}x{kw} kernel")
+        }
+        let (oh, ow) = ((h + 2 * p - kh) / s + 1, (wd + 2 * p - kw) / s + 1);
+        let k = c * kh * kw;
+        let mut out = vec![0f32; b * o * oh * ow];
+        if let Some(bias) = &self.bias {
+            for (channel, &v) in out.chunks_exact_mut(oh * ow).zip(bias.iter().cycle()) {
+                channel.fill(v);
+            }
+        }
+        let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
+        // Output rows per GEMM call: as many as keep its patch matrix within TILE_BYTES.
+        let rows = (TILE_BYTES / (4 * k * ow).max(1)).clamp(1, oh);
+        let tiles_per_item = oh.div_ceil(rows);
+        let tasks = b * tiles_per_item;
+        let threads = rayon::current_num_threads();
+        // Enough tiles: one thread per tile. Few (a small picture): the threads share each GEMM.
+        let inner = if tasks >= 2 * threads || threads == 1 {
+            gemm::Parallelism::None
+        } else {
+            gemm::Parallelism::Rayon(threads)
+        };
+        let dst = OutPtr(out.as_mut_ptr());
+        let run = |task: usize| {
+            let (item, tile) = (task / tiles_per_item, task % tiles_per_item);
+            let y0 = tile * rows;
+            let y1 = (y0 + rows).min(oh);
+            let n = (y1 - y0) * ow;
+            let input = &x[item * c * h * wd..(item + 1) * c * h * wd];
+            let patches;
+            let (rhs, rhs_rs) = if direct {
+                (input[y0 * ow..].as_ptr(), (h * wd) as isize)
+            } else {
+                patches = im2col(input, (c, h, wd), (kh, kw), (p, s), (y0, y1, ow));
+                (patches.as_ptr(), n as isize)
+            };
+            let dst = dst;
+            // SAFETY: `dst` block [item, all channels, rows y0..y1] belongs to this task only;
+            // every pointer/stride pair stays inside its buffer (shapes checked above).
+            unsafe {
+                gemm::gemm(
+                    o,
+                    n,
+                    k,
+                    dst.0.add(item * o * oh * ow + y0 * ow),
+                    1,
+                    (oh * ow) as isize,
+                    self.bias.is_some(),
+                    w.as_ptr(),
+                    1,
+                    k as isize,
+                    rhs,
+                    1,
+                    rhs_rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    inner,
+                )
+            }
+        };
+        if matches!(inner, gemm::Parallelism::None) {
+            (0..tasks).into_par_iter().for_each(run);
+        } else {
+            (0..tasks).for_each(run);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, o, oh, ow))))
+    }
+}
+
+/// The patch matrix of output rows `y0..y1`: one row per (channel, ky, kx), one column per
+/// output pixel; zeros where the kernel overlaps the padding. Stride 1 copies whole row runs.
+fn im2col(
+    input: &[f32],
+    (c, h, w): (usize, usize, usize),
+    (kh, kw): (usize, usize),
+    (p, s): (usize, usize),
+    (y0, y1, ow): (usize, usize, usize),
+) -> Vec<f32> {
+    let n = (y1 - y0) * ow;
+    let mut cols = vec![0f32; c * kh * kw * n];
+    for (row, dst) in cols.chunks_exact_mut(n).enumerate() {
+        let (ch, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+        let plane = &input[ch * h * w..(ch + 1) * h * w];
+        // Output columns whose input column kx + ox·s − p falls inside 0..w.
+        let first = (p.saturating_sub(kx)).div_ceil(s);
+        let last = ((w + p).saturating_sub(kx)).div_ceil(s).min(ow);
+        for oy in y0..y1 {
+            let iy = (oy * s + ky) as isize - p as isize;
+            if iy < 0 || iy as usize >= h || first >= last {
+                continue;
+            }
+            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+            let out = &mut dst[(oy - y0) * ow..(oy - y0 + 1) * ow];
+            let ix0 = first * s + kx - p;
+            if s == 1 {
+                out[first..last].copy_from_slice(&src[ix0..ix0 + (last - first)]);
+            } else {
+                for (j, o) in out[first..last].iter_mut().enumerate() {
+                    *o = src[ix0 + j * s];
+                }
+            }
+        }
+    }
+    cols
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        d / m.max(1e-6)
+    }
+
+    /// Same numbers as candle's convolution for every kernel, stride and padding the models use,
+    /// odd sizes, one and several tiles, with and without bias.
+    #[test]
+    fn conv_matches_candle() {
+        let dev = Device::Cpu;
+        for (b, c, o, side, k, p, s) in [
+            (2, 5, 7, 9, 3, 1, 1),
+            (1, 4, 6, 8, 3, 1, 2),
+            (2, 3, 4, 9, 3, 0, 2),
+            (2, 6, 3, 7, 1, 0, 1),
+            (1, 3, 2, 5, 3, 2, 1),
+            (2, 64, 32, 300, 3, 1, 1),
+        ] {
+            let x = Tensor::randn(0f32, 1., (b, c, side, side + 1), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1., o, &dev).unwrap();
+            let theirs = x.conv2d(&w, p, s, 1, 1).unwrap();
+            let plain = ConvOp { padding: p, stride: s, bias: None };
+            let ours = x.apply_op2_no_bwd(&w, &plain).unwrap();
+            assert!(max_rel(&ours, &theirs) < 1e-5, "no bias: {:?}", (b, c, o, side, k, p, s));
+            let with_bias = ConvOp {
+                padding: p,
+                stride: s,
+                bias: Some(bias.to_vec1::<f32>().unwrap().into()),
+            };
+            let ours = x.apply_op2_no_bwd(&w, &with_bias).unwrap();
+            let theirs = theirs.broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap()).unwrap();
+            assert!(max_rel(&ours, &theirs) < 1e-5, "bias: {:?}", (b, c, o, side, k, p, s));
+        }
+    }
+
+    /// Same numbers as candle's group norm (and SiLU) on inputs far from zero mean.
+    #[test]
+    fn group_norm_matches_candle() {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 3., (2, 64, 13, 11), &dev).unwrap() + 5.0).unwrap();
+        let gamma = Tensor::randn(1f32, 0.5, 64, &dev).unwrap();
+        let beta = Tensor::randn(0f32, 0.5, 64, &dev).unwrap();
+        let theirs = nn::GroupNorm::new(gamma.clone(), beta.clone(), 64, 32, 1e-6).unwrap().forward(&x).unwrap();
+        for silu in [false, true] {
+            let op = GroupNormOp { groups: 32, eps: 1e-6, silu };
+            let ours = x.apply_op3_no_bwd(&gamma, &beta, &op).unwrap();
+            let want = if silu { nn::ops::silu(&theirs).unwrap() } else { theirs.clone() };
+            assert!(max_rel(&ours, &want) < 1e-5, "silu {silu}: {}", max_rel(&ours, &want));
+        }
+    }
+
+    #[test]
+    fn exp_is_close_to_libm() {
+        let mut worst = 0f32;
+        for i in -8700..=8700 {
+            let x = i as f32 / 100.0;
+            worst = worst.max((exp(x) - x.exp()).abs() / x.exp());
+        }
+        assert!(worst < 5e-7, "{worst}");
+    }
+}
