@@ -26,7 +26,12 @@ pub(super) struct GroupNorm {
 }
 
 /// Same weight names and initial values as `candle_nn::group_norm`.
-pub(super) fn group_norm(groups: usize, channels: usize, eps: f64, vb: nn::VarBuilder) -> Result<GroupNorm> {
+pub(super) fn group_norm(
+    groups: usize,
+    channels: usize,
+    eps: f64,
+    vb: nn::VarBuilder,
+) -> Result<GroupNorm> {
     let weight = vb.get_with_hints(channels, "weight", nn::Init::Const(1.))?;
     let bias = vb.get_with_hints(channels, "bias", nn::Init::Const(0.))?;
     let fallback = nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
@@ -61,7 +66,8 @@ impl GroupNorm {
             eps: self.eps,
             silu,
         };
-        xs.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op)
+        xs.contiguous()?
+            .apply_op3_no_bwd(&self.weight, &self.bias, &op)
     }
 }
 
@@ -102,7 +108,11 @@ impl CustomOp3 for GroupNormOp {
         let dims = l1.dims();
         let channels = dims[1];
         if channels % self.groups != 0 || gamma.len() != channels || beta.len() != channels {
-            candle_core::bail!("group norm: {channels} channels, {} groups, {} weights", self.groups, gamma.len())
+            candle_core::bail!(
+                "group norm: {channels} channels, {} groups, {} weights",
+                self.groups,
+                gamma.len()
+            )
         }
         let plane: usize = dims[2..].iter().product();
         let per_group = channels / self.groups * plane;
@@ -112,14 +122,30 @@ impl CustomOp3 for GroupNormOp {
             .enumerate()
             .for_each(|(i, (out, x))| {
                 let first = (i % self.groups) * (channels / self.groups);
-                normalize_group(x, out, plane, &gamma[first..], &beta[first..], self.eps, self.silu);
+                normalize_group(
+                    x,
+                    out,
+                    plane,
+                    &gamma[first..],
+                    &beta[first..],
+                    self.eps,
+                    self.silu,
+                );
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
 /// One group: `x` holds its channels' planes one after another.
-fn normalize_group(x: &[f32], out: &mut [f32], plane: usize, gamma: &[f32], beta: &[f32], eps: f64, silu: bool) {
+fn normalize_group(
+    x: &[f32],
+    out: &mut [f32],
+    plane: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    silu: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the features the function is compiled for were just detected.
@@ -130,14 +156,30 @@ fn normalize_group(x: &[f32], out: &mut [f32], plane: usize, gamma: &[f32], beta
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn normalize_group_avx2(x: &[f32], out: &mut [f32], plane: usize, gamma: &[f32], beta: &[f32], eps: f64, silu: bool) {
+unsafe fn normalize_group_avx2(
+    x: &[f32],
+    out: &mut [f32],
+    plane: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    silu: bool,
+) {
     normalize_group_generic(x, out, plane, gamma, beta, eps, silu)
 }
 
 /// Mean, then variance around it (two passes, as candle and PyTorch), in 16 f32 lanes summed
 /// in f64; then one scale-and-shift per channel, SiLU in the same pass.
 #[inline(always)]
-fn normalize_group_generic(x: &[f32], out: &mut [f32], plane: usize, gamma: &[f32], beta: &[f32], eps: f64, silu: bool) {
+fn normalize_group_generic(
+    x: &[f32],
+    out: &mut [f32],
+    plane: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    silu: bool,
+) {
     const LANES: usize = 16;
     let lane_sum = |f: &dyn Fn(f32) -> f32| -> f64 {
         let mut acc = [0f32; LANES];
@@ -154,7 +196,11 @@ fn normalize_group_generic(x: &[f32], out: &mut [f32], plane: usize, gamma: &[f3
     let mean = (lane_sum(&|v| v) / n) as f32;
     let var = lane_sum(&|v| (v - mean) * (v - mean)) / n;
     let rstd = (1.0 / (var + eps).sqrt()) as f32;
-    for (c, (out, x)) in out.chunks_exact_mut(plane).zip(x.chunks_exact(plane)).enumerate() {
+    for (c, (out, x)) in out
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(plane))
+        .enumerate()
+    {
         let scale = gamma[c] * rstd;
         let shift = beta[c] - mean * scale;
         if silu {
@@ -183,7 +229,10 @@ fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 87.0);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     f32::from_bits(p.to_bits().wrapping_add(((n as i32) << 23) as u32))
 }
 
@@ -210,7 +259,13 @@ impl CustomOp2 for ConvOp {
         "easel-conv2d-inference"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (b, c, h, wd) = l1.shape().dims4()?;
         let (o, c2, kh, kw) = l2.shape().dims4()?;
@@ -334,8 +389,21 @@ mod tests {
     use candle_core::Device;
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let m = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         d / m.max(1e-6)
     }
 
@@ -356,17 +424,31 @@ mod tests {
             let w = Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap();
             let bias = Tensor::randn(0f32, 1., o, &dev).unwrap();
             let theirs = x.conv2d(&w, p, s, 1, 1).unwrap();
-            let plain = ConvOp { padding: p, stride: s, bias: None };
+            let plain = ConvOp {
+                padding: p,
+                stride: s,
+                bias: None,
+            };
             let ours = x.apply_op2_no_bwd(&w, &plain).unwrap();
-            assert!(max_rel(&ours, &theirs) < 1e-5, "no bias: {:?}", (b, c, o, side, k, p, s));
+            assert!(
+                max_rel(&ours, &theirs) < 1e-5,
+                "no bias: {:?}",
+                (b, c, o, side, k, p, s)
+            );
             let with_bias = ConvOp {
                 padding: p,
                 stride: s,
                 bias: Some(bias.to_vec1::<f32>().unwrap().into()),
             };
             let ours = x.apply_op2_no_bwd(&w, &with_bias).unwrap();
-            let theirs = theirs.broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap()).unwrap();
-            assert!(max_rel(&ours, &theirs) < 1e-5, "bias: {:?}", (b, c, o, side, k, p, s));
+            let theirs = theirs
+                .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
+                .unwrap();
+            assert!(
+                max_rel(&ours, &theirs) < 1e-5,
+                "bias: {:?}",
+                (b, c, o, side, k, p, s)
+            );
         }
     }
 
@@ -377,12 +459,27 @@ mod tests {
         let x = (Tensor::randn(0f32, 3., (2, 64, 13, 11), &dev).unwrap() + 5.0).unwrap();
         let gamma = Tensor::randn(1f32, 0.5, 64, &dev).unwrap();
         let beta = Tensor::randn(0f32, 0.5, 64, &dev).unwrap();
-        let theirs = nn::GroupNorm::new(gamma.clone(), beta.clone(), 64, 32, 1e-6).unwrap().forward(&x).unwrap();
+        let theirs = nn::GroupNorm::new(gamma.clone(), beta.clone(), 64, 32, 1e-6)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
         for silu in [false, true] {
-            let op = GroupNormOp { groups: 32, eps: 1e-6, silu };
+            let op = GroupNormOp {
+                groups: 32,
+                eps: 1e-6,
+                silu,
+            };
             let ours = x.apply_op3_no_bwd(&gamma, &beta, &op).unwrap();
-            let want = if silu { nn::ops::silu(&theirs).unwrap() } else { theirs.clone() };
-            assert!(max_rel(&ours, &want) < 1e-5, "silu {silu}: {}", max_rel(&ours, &want));
+            let want = if silu {
+                nn::ops::silu(&theirs).unwrap()
+            } else {
+                theirs.clone()
+            };
+            assert!(
+                max_rel(&ours, &want) < 1e-5,
+                "silu {silu}: {}",
+                max_rel(&ours, &want)
+            );
         }
     }
 
