@@ -10,7 +10,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn as nn;
 
 use super::conv::Conv2d;
-use super::kernels::{group_norm, GroupNorm};
+use super::kernels::{self, group_norm, GroupNorm};
 
 /// candle's fused layer norm for loaded weights, the same formula in plain ops for variables.
 pub(super) struct LayerNorm {
@@ -52,7 +52,7 @@ pub(super) fn softmax_last_dim(xs: &Tensor, trainable: bool) -> Result<Tensor> {
     if trainable {
         nn::ops::softmax(xs, D::Minus1)
     } else {
-        nn::ops::softmax_last_dim(xs)
+        kernels::softmax_last_dim(xs)
     }
 }
 

@@ -181,20 +181,9 @@ fn normalize_group_generic(
     silu: bool,
 ) {
     const LANES: usize = 16;
-    let lane_sum = |f: &dyn Fn(f32) -> f32| -> f64 {
-        let mut acc = [0f32; LANES];
-        let chunks = x.chunks_exact(LANES);
-        let tail: f64 = chunks.remainder().iter().map(|&v| f(v) as f64).sum();
-        for c in chunks {
-            for j in 0..LANES {
-                acc[j] += f(c[j]);
-            }
-        }
-        acc.iter().map(|&a| a as f64).sum::<f64>() + tail
-    };
     let n = x.len() as f64;
-    let mean = (lane_sum(&|v| v) / n) as f32;
-    let var = lane_sum(&|v| (v - mean) * (v - mean)) / n;
+    let mean = (lane_sum::<LANES>(x, |v| v) / n) as f32;
+    let var = lane_sum::<LANES>(x, |v| (v - mean) * (v - mean)) / n;
     let rstd = (1.0 / (var + eps).sqrt()) as f32;
     for (c, (out, x)) in out
         .chunks_exact_mut(plane)
@@ -213,6 +202,93 @@ fn normalize_group_generic(
                 *o = v * scale + shift;
             }
         }
+    }
+}
+
+/// The sum of `f` over `x` in `L` f32 lanes (so it vectorizes), the lanes added in f64.
+#[inline(always)]
+fn lane_sum<const L: usize>(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut acc = [0f32; L];
+    let chunks = x.chunks_exact(L);
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v) as f64).sum();
+    for c in chunks {
+        for j in 0..L {
+            acc[j] += f(c[j]);
+        }
+    }
+    acc.iter().map(|&a| a as f64).sum::<f64>() + tail
+}
+
+/// Softmax over the last dimension of a contiguous f32 CPU tensor, one row per task: max, then
+/// `exp(x - max)` with the vectorized [`exp`], then the division by the sum (in f64 lanes).
+/// candle's kernel calls libm's `expf` per element, the larger part of attention's time.
+pub(super) fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    if !cpu_f32(xs, false) {
+        return nn::ops::softmax_last_dim(xs);
+    }
+    xs.contiguous()?.apply_op1_no_bwd(&SoftmaxOp)
+}
+
+struct SoftmaxOp;
+
+impl candle_core::CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "easel-softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l)?;
+        let row = *l.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; x.len()];
+        // Rows in batches, so that short rows do not each pay for a task.
+        let rows_per_task = (4096 / row.max(1)).max(1);
+        out.par_chunks_mut(row * rows_per_task)
+            .zip(x.par_chunks(row * rows_per_task))
+            .for_each(|(out, x)| {
+                for (out, x) in out.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
+                    softmax_row(x, out);
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+fn softmax_row(x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the features the function is compiled for were just detected.
+        return unsafe { softmax_row_avx2(x, out) };
+    }
+    softmax_row_generic(x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_row_avx2(x: &[f32], out: &mut [f32]) {
+    softmax_row_generic(x, out)
+}
+
+#[inline(always)]
+fn softmax_row_generic(x: &[f32], out: &mut [f32]) {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for j in 0..16 {
+            lanes[j] = lanes[j].max(c[j]);
+        }
+    }
+    let max = lanes.into_iter().fold(tail, f32::max);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = exp(v - max);
+    }
+    let inv = (1.0 / lane_sum::<16>(out, |v| v)) as f32;
+    for o in out.iter_mut() {
+        *o *= inv;
     }
 }
 
@@ -250,6 +326,13 @@ const TILE_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
+
+impl OutPtr {
+    /// A method, so that closures capture the whole (Sync) wrapper, not its raw field.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
 // SAFETY: tasks write disjoint (batch item, output rows) blocks of the output.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -310,15 +393,15 @@ impl CustomOp2 for ConvOp {
                 patches = im2col(input, (c, h, wd), (kh, kw), (p, s), (y0, y1, ow));
                 (patches.as_ptr(), n as isize)
             };
-            let dst = dst;
             // SAFETY: `dst` block [item, all channels, rows y0..y1] belongs to this task only;
             // every pointer/stride pair stays inside its buffer (shapes checked above).
+            let dst = dst.at(item * o * oh * ow + y0 * ow);
             unsafe {
                 gemm::gemm(
                     o,
                     n,
                     k,
-                    dst.0.add(item * o * oh * ow + y0 * ow),
+                    dst,
                     1,
                     (oh * ow) as isize,
                     self.bias.is_some(),
@@ -479,6 +562,22 @@ mod tests {
                 max_rel(&ours, &want) < 1e-5,
                 "silu {silu}: {}",
                 max_rel(&ours, &want)
+            );
+        }
+    }
+
+    /// Same numbers as candle's softmax, long and short rows, large and negative logits.
+    #[test]
+    fn softmax_matches_candle() {
+        let dev = Device::Cpu;
+        for shape in [(3, 5, 77), (2, 4, 1031), (1, 1, 3)] {
+            let x = (Tensor::randn(0f32, 4., shape, &dev).unwrap() - 20.0).unwrap();
+            let ours = softmax_last_dim(&x).unwrap();
+            let theirs = nn::ops::softmax_last_dim(&x).unwrap();
+            assert!(
+                max_rel(&ours, &theirs) < 1e-5,
+                "{shape:?}: {}",
+                max_rel(&ours, &theirs)
             );
         }
     }

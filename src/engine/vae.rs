@@ -62,15 +62,8 @@ impl Attention {
         let v = f32(self.v.forward(&tokens)?)?;
         // The scale split over q and k, as in diffusers.
         let scale = (c as f64).powf(-0.25);
-        // candle's VAE uses the plain-op softmax: keep its numbers for loaded weights too.
         let trainable = self.trainable;
-        let softmax = |s: &Tensor| {
-            if trainable {
-                softmax_last_dim(s, true)
-            } else {
-                nn::ops::softmax(s, D::Minus1)
-            }
-        };
+        let softmax = |s: &Tensor| softmax_last_dim(s, trainable);
         let out = attend(&(q * scale)?.contiguous()?, &(k.t()? * scale)?, &v, trainable, softmax)?
             .to_dtype(in_dtype)?
             .transpose(1, 2)?
