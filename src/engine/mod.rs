@@ -26,6 +26,7 @@ mod tiny;
 mod train;
 mod unet;
 mod vae;
+mod weights;
 
 #[cfg(feature = "hf-hub")]
 mod fetch;

@@ -69,7 +69,7 @@ fn weights<'a>(
 ) -> Result<VarBuilder<'a>, EngineError> {
     let path = spec.dir.join(&f.file);
     // Safety: the file is mapped read-only; model files are not modified while the server runs.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, dev) }
+    unsafe { super::weights::from_file(&path, dtype, dev) }
         .map_err(|e| corrupt(spec, f, e))
 }
 
