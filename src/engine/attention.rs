@@ -64,7 +64,8 @@ const ATTENTION_BUDGET: usize = 1 << 30;
 /// score matrix is `[.., n, m]`: at large sizes (SD 1.5 at 768², SDXL's and the VAE's big grids)
 /// it alone would take gigabytes, so queries go in slices that keep it within
 /// [`ATTENTION_BUDGET`]. Each query row's softmax is its own, so the result is the same. Not for
-/// training (`whole`): autograd wants one graph.
+/// training (`whole`): autograd wants one graph. On the CPU, loaded weights take the blocked
+/// kernel (`kernels::attention`), which never holds more than a block of scores.
 pub(super) fn attend(
     q: &Tensor,
     kt: &Tensor,
@@ -76,6 +77,11 @@ pub(super) fn attend(
     let n = q.dim(row_dim)?;
     let per_row = q.elem_count() / q.dim(q.rank() - 1)? / n * kt.dim(D::Minus1)? * 4;
     let rows = (ATTENTION_BUDGET / per_row.max(1)).max(1);
+    if !whole {
+        if let Some(out) = kernels::attention(q, kt, v)? {
+            return Ok(out);
+        }
+    }
     if whole || rows >= n {
         return softmax(&q.matmul(kt)?)?.matmul(v);
     }

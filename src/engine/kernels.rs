@@ -219,6 +219,137 @@ fn lane_sum<const L: usize>(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     acc.iter().map(|&a| a as f64).sum::<f64>() + tail
 }
 
+/// `softmax(q · kt) · v` for loaded weights on the CPU, `q` `[.., n, d]`, `kt` `[.., d, m]`, `v`
+/// `[.., m, d]`: a block of query rows at a time, its scores (a few hundred kB, in cache)
+/// computed, normalized and multiplied by `v` before the next block, instead of the whole
+/// `[b, n, m]` score matrix (a gigabyte at 512²) written and read three times. `None` where the
+/// tensors are not f32 on the CPU (the caller then takes candle's ops).
+pub(super) fn attention(q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    if ![q, kt, v].iter().all(|t| cpu_f32(t, false)) || q.rank() < 3 || q.rank() != kt.rank() {
+        return Ok(None);
+    }
+    // Leading dimensions (batch, heads) as one.
+    let (n, d) = (q.dim(q.rank() - 2)?, q.dim(q.rank() - 1)?);
+    let m = kt.dim(kt.rank() - 1)?;
+    let b = q.elem_count() / (n * d).max(1);
+    let lead = &q.dims()[..q.rank() - 2];
+    if kt.dims() != [lead, &[d, m]].concat() || v.dims() != [lead, &[m, d]].concat() {
+        candle_core::bail!(
+            "attention: q {:?}, kt {:?}, v {:?}",
+            q.dims(),
+            kt.dims(),
+            v.dims()
+        )
+    }
+    let (q3, kt, v) = (
+        q.reshape((b, n, d))?,
+        kt.reshape((b, d, m))?,
+        v.reshape((b, m, d))?,
+    );
+    let op = AttentionOp { b, n, m, d };
+    let out = q3
+        .contiguous()?
+        .apply_op3_no_bwd(&kt.contiguous()?, &v.contiguous()?, &op)?;
+    Ok(Some(out.reshape(q.shape())?))
+}
+
+struct AttentionOp {
+    b: usize,
+    n: usize,
+    m: usize,
+    d: usize,
+}
+
+/// Bytes of one block's scores: within L2 beside the GEMM's packed panels.
+const SCORE_BLOCK_BYTES: usize = 1 << 19;
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "easel-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, kt, v) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let Self { b, n, m, d } = *self;
+        let rows = (SCORE_BLOCK_BYTES / (4 * m.max(1))).clamp(1, n.max(1));
+        let mut out = vec![0f32; b * n * d];
+        let blocks = out
+            .par_chunks_mut(n * d)
+            .enumerate()
+            .flat_map(|(item, out)| {
+                out.par_chunks_mut(rows * d)
+                    .enumerate()
+                    .map(move |(block, out)| (item, block, out))
+            });
+        blocks.for_each(|(item, block, out)| {
+            let r = out.len() / d;
+            let q = &q[(item * n + block * rows) * d..][..r * d];
+            let (kt, v) = (&kt[item * d * m..][..d * m], &v[item * m * d..][..m * d]);
+            let mut scores = vec![0f32; r * m];
+            // SAFETY: each pointer and stride pair spans exactly its slice.
+            unsafe {
+                gemm::gemm(
+                    r,
+                    m,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    m as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    d as isize,
+                    kt.as_ptr(),
+                    1,
+                    m as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in scores.chunks_exact_mut(m) {
+                softmax_in_place(row);
+            }
+            // SAFETY: as above.
+            unsafe {
+                gemm::gemm(
+                    r,
+                    d,
+                    m,
+                    out.as_mut_ptr(),
+                    1,
+                    d as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    m as isize,
+                    v.as_ptr(),
+                    1,
+                    d as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, n, d))))
+    }
+}
+
 /// Softmax over the last dimension of a contiguous f32 CPU tensor, one row per task: max, then
 /// `exp(x - max)` with the vectorized [`exp`], then the division by the sum (in f64 lanes).
 /// candle's kernel calls libm's `expf` per element, the larger part of attention's time.
@@ -239,39 +370,37 @@ impl candle_core::CustomOp1 for SoftmaxOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l)?;
         let row = *l.dims().last().unwrap_or(&1);
-        let mut out = vec![0f32; x.len()];
+        let mut out = x.to_vec();
         // Rows in batches, so that short rows do not each pay for a task.
         let rows_per_task = (4096 / row.max(1)).max(1);
-        out.par_chunks_mut(row * rows_per_task)
-            .zip(x.par_chunks(row * rows_per_task))
-            .for_each(|(out, x)| {
-                for (out, x) in out.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
-                    softmax_row(x, out);
-                }
-            });
+        out.par_chunks_mut(row * rows_per_task).for_each(|out| {
+            for row in out.chunks_exact_mut(row) {
+                softmax_in_place(row);
+            }
+        });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
-fn softmax_row(x: &[f32], out: &mut [f32]) {
+fn softmax_in_place(row: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the features the function is compiled for were just detected.
-        return unsafe { softmax_row_avx2(x, out) };
+        return unsafe { softmax_in_place_avx2(row) };
     }
-    softmax_row_generic(x, out)
+    softmax_in_place_generic(row)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(x: &[f32], out: &mut [f32]) {
-    softmax_row_generic(x, out)
+unsafe fn softmax_in_place_avx2(row: &mut [f32]) {
+    softmax_in_place_generic(row)
 }
 
 #[inline(always)]
-fn softmax_row_generic(x: &[f32], out: &mut [f32]) {
+fn softmax_in_place_generic(row: &mut [f32]) {
     let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = x.chunks_exact(16);
+    let chunks = row.chunks_exact(16);
     let tail = chunks
         .remainder()
         .iter()
@@ -283,12 +412,12 @@ fn softmax_row_generic(x: &[f32], out: &mut [f32]) {
         }
     }
     let max = lanes.into_iter().fold(tail, f32::max);
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = exp(v - max);
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
     }
-    let inv = (1.0 / lane_sum::<16>(out, |v| v)) as f32;
-    for o in out.iter_mut() {
-        *o *= inv;
+    let inv = (1.0 / lane_sum::<16>(row, |v| v)) as f32;
+    for v in row.iter_mut() {
+        *v *= inv;
     }
 }
 
@@ -471,23 +600,18 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let m = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        d / m.max(1e-6)
+    /// `ours` equals `want` to a relative 1e-5 of its largest magnitude.
+    fn assert_close(ours: &Tensor, want: &Tensor, what: impl std::fmt::Debug) {
+        let abs_max = |t: &Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let rel = abs_max(&(ours - want).unwrap()) / abs_max(want).max(1e-6);
+        assert!(rel < 1e-5, "{what:?}: off by {rel}");
     }
 
     /// Same numbers as candle's convolution for every kernel, stride and padding the models use,
@@ -513,11 +637,7 @@ mod tests {
                 bias: None,
             };
             let ours = x.apply_op2_no_bwd(&w, &plain).unwrap();
-            assert!(
-                max_rel(&ours, &theirs) < 1e-5,
-                "no bias: {:?}",
-                (b, c, o, side, k, p, s)
-            );
+            assert_close(&ours, &theirs, ("no bias", b, c, o, side, k, p, s));
             let with_bias = ConvOp {
                 padding: p,
                 stride: s,
@@ -527,11 +647,7 @@ mod tests {
             let theirs = theirs
                 .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
                 .unwrap();
-            assert!(
-                max_rel(&ours, &theirs) < 1e-5,
-                "bias: {:?}",
-                (b, c, o, side, k, p, s)
-            );
+            assert_close(&ours, &theirs, ("bias", b, c, o, side, k, p, s));
         }
     }
 
@@ -558,11 +674,7 @@ mod tests {
             } else {
                 theirs.clone()
             };
-            assert!(
-                max_rel(&ours, &want) < 1e-5,
-                "silu {silu}: {}",
-                max_rel(&ours, &want)
-            );
+            assert_close(&ours, &want, ("silu", silu));
         }
     }
 
@@ -574,11 +686,22 @@ mod tests {
             let x = (Tensor::randn(0f32, 4., shape, &dev).unwrap() - 20.0).unwrap();
             let ours = softmax_last_dim(&x).unwrap();
             let theirs = nn::ops::softmax_last_dim(&x).unwrap();
-            assert!(
-                max_rel(&ours, &theirs) < 1e-5,
-                "{shape:?}: {}",
-                max_rel(&ours, &theirs)
-            );
+            assert_close(&ours, &theirs, shape);
+        }
+    }
+
+    /// Blocked attention equals softmax(q · kt) · v computed whole by candle, for block counts
+    /// that do and do not divide the rows, and several batch items.
+    #[test]
+    fn attention_matches_candle() {
+        let dev = Device::Cpu;
+        for (b, n, m, d) in [(3, 77, 77, 8), (2, 5000, 300, 16), (1, 7, 1, 3)] {
+            let q = Tensor::randn(0f32, 1., (b, n, d), &dev).unwrap();
+            let kt = Tensor::randn(0f32, 0.3, (b, d, m), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1., (b, m, d), &dev).unwrap();
+            let ours = attention(&q, &kt, &v).unwrap().expect("f32 on the CPU");
+            let scores = nn::ops::softmax_last_dim(&q.matmul(&kt).unwrap()).unwrap();
+            assert_close(&ours, &scores.matmul(&v).unwrap(), (b, n, m, d));
         }
     }
 

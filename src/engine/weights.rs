@@ -17,10 +17,18 @@ struct ReleasingWeights(MmapedSafetensors);
 ///
 /// # Safety
 /// As `VarBuilder::from_mmaped_safetensors`: the file must not change while the builder lives.
-pub(super) unsafe fn from_file<'a>(path: &Path, dtype: DType, dev: &Device) -> Result<VarBuilder<'a>> {
+pub(super) unsafe fn from_file<'a>(
+    path: &Path,
+    dtype: DType,
+    dev: &Device,
+) -> Result<VarBuilder<'a>> {
     // SAFETY: passed on to the caller.
     let mapped = unsafe { MmapedSafetensors::new(path)? };
-    Ok(VarBuilder::from_backend(Box::new(ReleasingWeights(mapped)), dtype, dev.clone()))
+    Ok(VarBuilder::from_backend(
+        Box::new(ReleasingWeights(mapped)),
+        dtype,
+        dev.clone(),
+    ))
 }
 
 impl ReleasingWeights {
