@@ -452,6 +452,7 @@ pub(super) struct ConvOp {
 /// Bytes of input patches one GEMM call takes at most (a few output rows: fits L2 beside the
 /// kernel's packed panels).
 const TILE_BYTES: usize = 1 << 20;
+const MIN_TILE_PIXELS: usize = 256;
 
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -497,8 +498,11 @@ impl CustomOp2 for ConvOp {
             }
         }
         let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
-        // Output rows per GEMM call: as many as keep its patch matrix within TILE_BYTES.
-        let rows = (TILE_BYTES / (4 * k * ow).max(1)).clamp(1, oh);
+        // Output rows per GEMM call: as many as keep its patch matrix within TILE_BYTES, but
+        // at least MIN_TILE_PIXELS (a GEMM a few pixels wide runs the narrow, slow kernels).
+        let rows = (TILE_BYTES / (4 * k * ow).max(1))
+            .max(MIN_TILE_PIXELS.div_ceil(ow))
+            .clamp(1, oh);
         let tiles_per_item = oh.div_ceil(rows);
         let tasks = b * tiles_per_item;
         let threads = rayon::current_num_threads();
