@@ -1,11 +1,10 @@
 //! 2-D convolution and the resnet block built on it.
 //!
-//! Loaded weights run candle's convolution as they are. Weights being trained run the same
+//! Loaded weights run our CPU kernel (`kernels::ConvOp`), or candle's convolution on a GPU or in
+//! half precision. Weights being trained run the same
 //! convolution as a custom op whose backward pass is made of forward convolutions (flipped
 //! kernel, dilated gradient): candle's own backward goes through its direct-loop transposed
 //! convolution, which made training several times slower on CPU.
-
-use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor, D};
 use candle_nn as nn;
@@ -18,8 +17,8 @@ pub(super) struct Conv2d {
     padding: usize,
     stride: usize,
     trainable: bool,
-    /// Loaded f32 weights on the CPU: the bias for our inference kernel (`kernels::ConvOp`).
-    cpu_bias: Option<Arc<[f32]>>,
+    /// Loaded f32 weights on the CPU: our inference kernel, its bias read once here.
+    cpu_kernel: Option<kernels::ConvOp>,
 }
 
 impl Conv2d {
@@ -37,15 +36,22 @@ impl Conv2d {
             ..Default::default()
         };
         let conv = nn::conv2d(in_ch, out_ch, kernel, cfg, vb)?;
-        let weight = conv.weight().clone();
+        let weight = conv.weight().contiguous()?;
         let bias = conv.bias().cloned();
-        let cpu_bias = match &bias {
-            Some(b) if b.device().is_cpu() && b.dtype() == DType::F32 => Some(b.to_vec1::<f32>()?.into()),
-            _ => None,
+        let trainable = weight.is_variable();
+        let on_cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+        let cpu_kernel = if !trainable && on_cpu_f32(&weight) && bias.as_ref().is_none_or(on_cpu_f32) {
+            Some(kernels::ConvOp {
+                padding,
+                stride,
+                bias: bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?,
+            })
+        } else {
+            None
         };
         Ok(Self {
-            trainable: weight.is_variable(),
-            cpu_bias,
+            trainable,
+            cpu_kernel,
             bias,
             weight,
             padding,
@@ -56,23 +62,15 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(op) = self.cpu_kernel.as_ref().filter(|_| xs.device().is_cpu() && xs.dtype() == DType::F32) {
+            return xs.contiguous()?.apply_op2_no_bwd(&self.weight, op);
+        }
         let out = if self.trainable {
             let op = ConvOp {
                 padding: self.padding,
                 stride: self.stride,
             };
             xs.contiguous()?.apply_op2(&self.weight, op)?
-        } else if xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
-            let op = kernels::ConvOp {
-                padding: self.padding,
-                stride: self.stride,
-                bias: self.cpu_bias.clone(),
-            };
-            let out = xs.contiguous()?.apply_op2_no_bwd(&self.weight.contiguous()?, &op)?;
-            if self.bias.is_none() || op.bias.is_some() {
-                return Ok(out);
-            }
-            out
         } else {
             xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
         };

@@ -9,8 +9,6 @@
 //! Deterministic: every output element is computed by one thread in a fixed order, whatever
 //! the thread count.
 
-use std::sync::Arc;
-
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn as nn;
 use rayon::prelude::*;
@@ -122,56 +120,18 @@ impl CustomOp3 for GroupNormOp {
             .enumerate()
             .for_each(|(i, (out, x))| {
                 let first = (i % self.groups) * (channels / self.groups);
-                normalize_group(
-                    x,
-                    out,
-                    plane,
-                    &gamma[first..],
-                    &beta[first..],
-                    self.eps,
-                    self.silu,
-                );
+                let (gamma, beta) = (&gamma[first..], &beta[first..]);
+                vectorized(|| normalize_group(x, out, plane, gamma, beta, self.eps, self.silu));
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
 /// One group: `x` holds its channels' planes one after another.
-fn normalize_group(
-    x: &[f32],
-    out: &mut [f32],
-    plane: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f64,
-    silu: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the features the function is compiled for were just detected.
-        return unsafe { normalize_group_avx2(x, out, plane, gamma, beta, eps, silu) };
-    }
-    normalize_group_generic(x, out, plane, gamma, beta, eps, silu)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn normalize_group_avx2(
-    x: &[f32],
-    out: &mut [f32],
-    plane: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f64,
-    silu: bool,
-) {
-    normalize_group_generic(x, out, plane, gamma, beta, eps, silu)
-}
-
 /// Mean, then variance around it (two passes, as candle and PyTorch), in 16 f32 lanes summed
 /// in f64; then one scale-and-shift per channel, SiLU in the same pass.
 #[inline(always)]
-fn normalize_group_generic(
+fn normalize_group(
     x: &[f32],
     out: &mut [f32],
     plane: usize,
@@ -318,9 +278,7 @@ impl CustomOp3 for AttentionOp {
                     gemm::Parallelism::None,
                 );
             }
-            for row in scores.chunks_exact_mut(m) {
-                softmax_in_place(row);
-            }
+            vectorized(|| scores.chunks_exact_mut(m).for_each(softmax_in_place));
             // SAFETY: as above.
             unsafe {
                 gemm::gemm(
@@ -374,31 +332,14 @@ impl candle_core::CustomOp1 for SoftmaxOp {
         // Rows in batches, so that short rows do not each pay for a task.
         let rows_per_task = (4096 / row.max(1)).max(1);
         out.par_chunks_mut(row * rows_per_task).for_each(|out| {
-            for row in out.chunks_exact_mut(row) {
-                softmax_in_place(row);
-            }
+            vectorized(|| out.chunks_exact_mut(row).for_each(softmax_in_place));
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
-fn softmax_in_place(row: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the features the function is compiled for were just detected.
-        return unsafe { softmax_in_place_avx2(row) };
-    }
-    softmax_in_place_generic(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_in_place_avx2(row: &mut [f32]) {
-    softmax_in_place_generic(row)
-}
-
 #[inline(always)]
-fn softmax_in_place_generic(row: &mut [f32]) {
+fn softmax_in_place(row: &mut [f32]) {
     let mut lanes = [f32::NEG_INFINITY; 16];
     let chunks = row.chunks_exact(16);
     let tail = chunks
@@ -419,6 +360,23 @@ fn softmax_in_place_generic(row: &mut [f32]) {
     for v in row.iter_mut() {
         *v *= inv;
     }
+}
+
+/// Runs `f` compiled for AVX2 and FMA where the CPU has them (the crate is built for plain
+/// x86-64, whose loops vectorize only 4 wide): `f`'s body, `#[inline(always)]` helpers included,
+/// is inlined into the feature-enabled function.
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the features the function is compiled for were just detected.
+        return unsafe { with_avx2(f) };
+    }
+    f()
 }
 
 /// `e^x` for f32 in straight-line code the compiler vectorizes (libm's `expf` is a call per
@@ -446,7 +404,7 @@ pub(super) struct ConvOp {
     pub padding: usize,
     pub stride: usize,
     /// Per output channel, or none.
-    pub bias: Option<Arc<[f32]>>,
+    pub bias: Option<Vec<f32>>,
 }
 
 /// Bytes of input patches one GEMM call takes at most (a few output rows: fits L2 beside the
