@@ -40,9 +40,10 @@ fn leptos_toml_matches_what_cargo_leptos_builds() {
 
 /// What a first visit downloads, gzipped, as `scripts/bundle-size.sh` counts it: WASM, JS, CSS.
 /// A ratchet at today's weight plus a little: it may only come down (394 kB before islands,
-/// 218 kB after). The seed's Next.js page weighs 103 kB; the goal is 80 kB. Sizes are
+/// 218 kB after, 94 kB once the browser kept the server's markup current instead of hydrating
+/// views of it). The seed's Next.js page weighs 103 kB; the goal is 80 kB. Sizes are
 /// deterministic for a toolchain: not a timing.
-const BUNDLE_BUDGET_BYTES: usize = 220_000;
+const BUNDLE_BUDGET_BYTES: usize = 96_000;
 
 #[test]
 fn the_page_weighs_no_more_than_its_budget() {

@@ -1,10 +1,12 @@
 //! The contract between the browser and the server: wire types, error kinds, validation and
 //! the server functions. Compiles for both targets; server-only bodies reach `jobs` under `ssr`.
 
+pub mod client;
 mod error;
 mod server_fns;
 mod types;
 mod validate;
+pub mod wire;
 #[cfg(feature = "ssr")]
 mod webhook_target;
 

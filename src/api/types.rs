@@ -203,8 +203,8 @@ impl JobState {
 
 /// One job as every reader sees it: `{"jobId": .., "status": .., ..state fields, "params": ..}`.
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", try_from = "FlatJobView")]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub job_id: String,
     /// Only in the answer to the submit: lets the submitter cancel the job without its cookie.
@@ -227,64 +227,12 @@ pub fn preview_url(job_id: &str, step: u32) -> String {
     format!("/api/images/{job_id}/preview.png?step={step}")
 }
 
-/// A [`JobView`] as it reads on the wire: the state's fields beside the job's, all optional.
-/// Decoding through this flat form is what serde's `flatten` plus an internally tagged enum
-/// would do, without their buffering of every field first (a fifth of the browser's decoder).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FlatJobView {
-    job_id: String,
-    #[serde(default)]
-    cancel_token: Option<String>,
-    status: String,
-    params: ResolvedParams,
-    created_at_ms: i64,
-    position: Option<u32>,
-    eta_ms: Option<u64>,
-    step: Option<u32>,
-    total: Option<u32>,
-    preview_url: Option<String>,
-    image_url: Option<String>,
-    width: Option<u32>,
-    height: Option<u32>,
-    seed: Option<u32>,
-    timings: Option<Timings>,
-    error: Option<JobFailure>,
-}
-
-impl TryFrom<FlatJobView> for JobView {
-    type Error = String;
-
-    fn try_from(f: FlatJobView) -> Result<Self, String> {
-        fn need<T>(field: Option<T>, name: &str, status: &str) -> Result<T, String> {
-            field.ok_or_else(|| format!("missing field `{name}` for status `{status}`"))
-        }
-        let s = f.status.as_str();
-        let state = match s {
-            "queued" => JobState::Queued { position: need(f.position, "position", s)?, eta_ms: f.eta_ms },
-            "processing" => JobState::Processing {
-                step: need(f.step, "step", s)?,
-                total: need(f.total, "total", s)?,
-                preview_url: f.preview_url,
-            },
-            "completed" => JobState::Completed {
-                image_url: need(f.image_url, "imageUrl", s)?,
-                width: need(f.width, "width", s)?,
-                height: need(f.height, "height", s)?,
-                seed: need(f.seed, "seed", s)?,
-                timings: need(f.timings, "timings", s)?,
-            },
-            "failed" => JobState::Failed { error: need(f.error, "error", s)? },
-            "cancelled" => JobState::Cancelled,
-            other => return Err(format!("unknown status `{other}`")),
-        };
-        Ok(JobView {
-            job_id: f.job_id,
-            cancel_token: f.cancel_token,
-            state,
-            params: f.params,
-            created_at_ms: f.created_at_ms,
-        })
+/// Read through [`super::wire::job_view`], the decoder the browser uses too (serde's `flatten`
+/// with an internally tagged enum would buffer every field first).
+impl<'de> Deserialize<'de> for JobView {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        super::wire::job_view(&value).map_err(serde::de::Error::custom)
     }
 }
 

@@ -5,19 +5,72 @@
 //! self-refresh while it runs). In the browser the page follows a job through its event stream.
 //!
 //! The page is rendered on the server only; [`Generator`] is the one island the browser
-//! hydrates, so everything it needs from the request (the models, the history, a refused
-//! no-JS form's error and fields) reaches it as serialized props.
+//! hydrates. Everything it needs from the request (the models, the history, a refused no-JS
+//! form's error and fields) is [`PageData`]: given to it through context on the server and
+//! written into the page as JSON, which the browser reads with `JSON.parse` (island props would
+//! ship serde_json's decoders).
 
 use leptos::prelude::*;
 
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{list_models, recent_jobs, ApiError, CancelJob, JobView, ModelsInfo, SubmitJob, REFUSED_FORM_PARAM};
+use crate::api::{list_models, recent_jobs, ApiError, JobView, ModelsInfo, SubmitJob, REFUSED_FORM_PARAM};
 use crate::app::components::errors::{explanation, headline};
 use crate::app::components::form::GenerateForm;
 use crate::app::components::history::History;
 use crate::app::components::result::ResultArea;
-use crate::app::components::{call, Fields, Studio};
+use crate::app::components::{Fields, Studio};
+
+/// The id of the script element that carries [`PageData`] to the browser.
+const PAGE_DATA_ID: &str = "page-data";
+
+/// What the island starts from.
+#[derive(Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageData {
+    models: ModelsInfo,
+    recent: Vec<JobView>,
+    /// The error of a refused no-JS form post, if the page is its answer.
+    url_error: Option<ApiError>,
+    /// That form's fields, URL-encoded as posted.
+    refused_form: Option<String>,
+}
+
+impl PageData {
+    /// As JSON inside `<script>`: no `<` in it, so no `</script>` can end it early.
+    fn script_text(&self) -> String {
+        serde_json::to_string(self).expect("page data serializes").replace('<', "\\u003c")
+    }
+
+    /// On the server: what [`GeneratorPage`] provides. In the browser: what it wrote.
+    fn current() -> Self {
+        #[cfg(feature = "hydrate")]
+        {
+            Self::from_page().unwrap_or_else(|e| panic!("the page's data is unreadable: {e}"))
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            expect_context::<PageData>()
+        }
+    }
+
+    #[cfg(feature = "hydrate")]
+    fn from_page() -> Result<Self, String> {
+        use crate::api::wire::{self, Json};
+        let text = document()
+            .get_element_by_id(PAGE_DATA_ID)
+            .and_then(|e| e.text_content())
+            .ok_or("no page data")?;
+        let json = web_sys::js_sys::JSON::parse(&text).map_err(|_| "not JSON")?;
+        let member = |name: &str| json.member(name);
+        Ok(PageData {
+            models: wire::models_info(&member("models").ok_or("no models")?)?,
+            recent: wire::job_views(&member("recent").ok_or("no recent jobs")?)?,
+            url_error: member("urlError").map(|e| wire::api_error(&e)).transpose()?,
+            refused_form: member("refusedForm").and_then(|f| f.text()),
+        })
+    }
+}
 
 #[component]
 pub fn GeneratorPage() -> impl IntoView {
@@ -44,7 +97,22 @@ pub fn GeneratorPage() -> impl IntoView {
                 let recent = recent.await.unwrap_or_default();
                 match models {
                     Ok(models) if !models.models.is_empty() => {
-                        view! { <Generator models recent url_error refused_form/> }.into_any()
+                        let data = PageData { models, recent, url_error, refused_form };
+                        let script = data.script_text();
+                        provide_context(data);
+                        view! {
+                            <script type="application/json" id=PAGE_DATA_ID inner_html=script></script>
+                            <Generator>
+                                <div class="studio">
+                                    <div class="compose">
+                                        <GenerateForm/>
+                                    </div>
+                                    <ResultArea/>
+                                </div>
+                                <History/>
+                            </Generator>
+                        }
+                        .into_any()
                     }
                     Ok(_) => view! { <p class="page-error" role="alert">"The server offers no models at the moment."</p> }.into_any(),
                     Err(e) => view! {
@@ -62,23 +130,13 @@ pub fn GeneratorPage() -> impl IntoView {
     }
 }
 
-/// The form, the result and the history: the part of the page that runs in the browser.
+/// The form, the result and the history: the part of the page that runs in the browser. The
+/// server renders them (`children`, with this island's studio in context); the browser keeps
+/// that markup current (each part's `bind`) instead of hydrating views of it, so the WASM
+/// carries the page's behaviour and not its markup.
 #[island]
-fn Generator(
-    models: ModelsInfo,
-    recent: Vec<JobView>,
-    /// The error of a refused no-JS form post, if the page is its answer.
-    url_error: Option<ApiError>,
-    /// That form's fields, URL-encoded as posted.
-    refused_form: Option<String>,
-) -> impl IntoView {
-    // The mark tells tests (and curious people) that the WASM has taken over (effects run
-    // only in the browser).
-    Effect::new(|_| {
-        if let Some(body) = document().body() {
-            let _ = body.set_attribute("data-hydrated", "true");
-        }
-    });
+fn Generator(children: Children) -> impl IntoView {
+    let PageData { models, recent, url_error, refused_form } = PageData::current();
     let default = models
         .models
         .iter()
@@ -87,8 +145,6 @@ fn Generator(
         .cloned()
         .expect("checked non-empty");
     let fields = Fields::new(&default);
-    let submit = call::<SubmitJob>();
-    let cancel = call::<CancelJob>();
     let latest = recent.first().cloned();
     match (&url_error, refused_form, &latest) {
         // The refused form's own fields: nothing the visitor typed is lost.
@@ -105,76 +161,28 @@ fn Generator(
         fields,
         job: RwSignal::new(latest.clone()),
         error: RwSignal::new(url_error),
-        submit,
-        cancel,
+        submitting: RwSignal::new(false),
+        cancelling: RwSignal::new(false),
         history: RwSignal::new(recent),
-        form: NodeRef::new(),
     };
     provide_context(studio);
-
-    // A job still running when the page loaded (a reload, or the no-JS form's redirect) is
-    // followed at once.
-    Effect::new(move |_| {
-        if let Some(job) = latest.clone().filter(|j| !j.state.is_terminal()) {
+    #[cfg(feature = "hydrate")]
+    {
+        use crate::app::components::{form, history, result};
+        form::bind(studio);
+        result::bind(studio);
+        history::bind(studio);
+        // A job still running when the page loaded (a reload, or the no-JS form's redirect)
+        // is followed at once.
+        if let Some(job) = latest.filter(|j| !j.state.is_terminal()) {
             if studio.error.get_untracked().is_none() {
                 studio.show(job);
             }
         }
-    });
-
-    // The submit's answer: follow the new job, or show why it was refused.
-    Effect::watch(
-        move || submit.version().get(),
-        move |_, _, _| match submit.value().get_untracked() {
-            Some(Ok(job)) => {
-                studio.show(job);
-                studio.refresh_history();
-            }
-            Some(Err(e)) => {
-                studio.job.set(None);
-                studio.error.set(Some(e));
-            }
-            None => {}
-        },
-        false,
-    );
-
-    // The cancel's answer: the job as it now stands.
-    Effect::watch(
-        move || cancel.version().get(),
-        move |_, _, _| match cancel.value().get_untracked() {
-            Some(Ok(view)) => {
-                let same = studio.job.with_untracked(|j| j.as_ref().is_some_and(|j| j.job_id == view.job_id));
-                if same {
-                    studio.show(view);
-                }
-            }
-            Some(Err(e)) => studio.error.set(Some(e)),
-            None => {}
-        },
-        false,
-    );
-
-    // A job that just ended joins the history.
-    Effect::watch(
-        move || studio.job.with(|j| j.as_ref().map(|j| (j.job_id.clone(), j.state.is_terminal()))),
-        move |now, before, _| {
-            if let (Some((id, true)), Some(Some((old, false)))) = (now, before) {
-                if id == old {
-                    studio.refresh_history();
-                }
-            }
-        },
-        false,
-    );
-
-    view! {
-        <div class="studio">
-            <div class="compose">
-                <GenerateForm/>
-            </div>
-            <ResultArea/>
-        </div>
-        <History/>
+        // The mark tells tests (and curious people) that the WASM has taken over.
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
     }
+    children()
 }

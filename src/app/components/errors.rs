@@ -1,8 +1,8 @@
 //! One human message per error kind, and the card that shows it with the action that helps.
 
-use leptos::either::EitherOf3;
 use leptos::prelude::*;
 
+use super::FORM_ID;
 use crate::api::{ApiError, ErrorKind};
 
 /// What the visitor can do about an error.
@@ -98,91 +98,62 @@ pub fn remedy(kind: ErrorKind) -> Remedy {
     }
 }
 
-/// The error card. `on_reconnect` is offered for network errors while a job is still running;
-/// otherwise a network error is retried by sending the form again.
+/// What the error card says and offers, decided once: the server renders it, the browser
+/// applies it to the same card.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Card {
+    pub kind: ErrorKind,
+    pub title: &'static str,
+    pub detail: String,
+    /// Seconds to count down before trying again, for the kinds where waiting helps.
+    pub wait: Option<u64>,
+    pub remedy: Remedy,
+}
+
+impl Card {
+    /// `can_reconnect`: the connection to a job that is still running dropped, so following it
+    /// again helps (otherwise a network error is retried by sending the form again).
+    pub fn new(error: &ApiError, can_reconnect: bool) -> Self {
+        let kind = error.kind;
+        let mut remedy = remedy(kind);
+        if remedy == Remedy::Reconnect && !can_reconnect {
+            remedy = Remedy::Retry;
+        }
+        let wait = error.retry_after_secs.filter(|_| matches!(kind, ErrorKind::RateLimited | ErrorKind::QueueFull | ErrorKind::NotReady));
+        Card { kind, title: headline(kind), detail: explanation(error), wait, remedy }
+    }
+}
+
+/// The line under a card while its countdown runs.
+pub fn wait_text(left: u64) -> String {
+    match left {
+        0 => "You can try again now.".to_string(),
+        s => format!("Try again in {s} s."),
+    }
+}
+
+/// The error card, with every remedy's button (only the card's own is shown), so the browser
+/// changes it by attributes and text alone.
 #[component]
-pub fn ErrorCard(
-    error: ApiError,
-    /// The id of the generate form (retry buttons submit it, with or without JavaScript).
-    form_id: &'static str,
-    /// The job to follow again, if the connection to a running job dropped.
-    #[prop(default = None)]
-    reconnect: Option<Callback<()>>,
-    /// Called by "Edit the prompt".
-    #[prop(optional)]
-    on_edit: Option<Callback<()>>,
-) -> impl IntoView {
-    let kind = error.kind;
-    let mut remedy = remedy(kind);
-    if remedy == Remedy::Reconnect && reconnect.is_none() {
-        remedy = Remedy::Retry;
-    }
-    let countdown = error.retry_after_secs.filter(|_| matches!(kind, ErrorKind::RateLimited | ErrorKind::QueueFull | ErrorKind::NotReady));
-    let remaining = RwSignal::new(countdown.unwrap_or(0));
-    #[cfg(feature = "hydrate")]
-    if countdown.is_some() {
-        // A live countdown; the card is rebuilt for every new error, so one loop per card.
-        leptos::task::spawn_local(async move {
-            loop {
-                gloo_timers::future::TimeoutFuture::new(1_000).await;
-                let Some(left) = remaining.try_get_untracked() else { break };
-                if left == 0 {
-                    break;
-                }
-                if remaining.try_set(left - 1).is_some() {
-                    break;
-                }
-            }
-        });
-    }
-    let explanation = explanation(&error);
-    // One concrete view type per remedy (no type-erased views: each `AnyView` ships every
-    // render path, hydration included, for its type).
-    let action = match remedy {
-        Remedy::Retry => Some(EitherOf3::A(view! {
-            <button type="submit" form=form_id class="button primary" data-testid="retry">
+pub fn ErrorCard(card: Option<Card>) -> impl IntoView {
+    let shown = |r: Remedy| card.as_ref().is_some_and(|c| c.remedy == r);
+    let wait = card.as_ref().and_then(|c| c.wait);
+    view! {
+        <div class="error-card" role="alert" data-testid="error" data-error-kind=card.as_ref().map(|c| c.kind.as_str())>
+            <p class="error-title">{card.as_ref().map(|c| c.title)}</p>
+            <p class="error-detail">{card.as_ref().map(|c| c.detail.clone())}</p>
+            <p class="error-wait" data-testid="retry-wait" hidden=wait.is_none()>
+                {wait.map(wait_text)}
+            </p>
+            <button type="submit" form=FORM_ID class="button primary" data-testid="retry" hidden=!shown(Remedy::Retry)>
                 "Try again"
             </button>
-        })),
-        Remedy::Reconnect => reconnect.map(|cb| {
-            EitherOf3::B(view! {
-                <button type="button" class="button primary" data-testid="reconnect" on:click=move |_| cb.run(())>
-                    "Reconnect"
-                </button>
-            })
-        }),
-        Remedy::Edit => Some(EitherOf3::C(view! {
-            <button
-                type="button"
-                class="button"
-                data-testid="edit"
-                on:click=move |_| {
-                    if let Some(cb) = on_edit {
-                        cb.run(())
-                    }
-                }
-            >
+            <button type="button" class="button primary" data-testid="reconnect" hidden=!shown(Remedy::Reconnect)>
+                "Reconnect"
+            </button>
+            <button type="button" class="button" data-testid="edit" hidden=!shown(Remedy::Edit)>
                 "Edit the prompt"
             </button>
-        })),
-        Remedy::None => None,
-    };
-    view! {
-        <div class="error-card" role="alert" data-testid="error" data-error-kind=kind.as_str()>
-            <p class="error-title">{headline(kind)}</p>
-            <p class="error-detail">{explanation}</p>
-            {countdown
-                .map(|_| {
-                    view! {
-                        <p class="error-wait" data-testid="retry-wait">
-                            {move || match remaining.get() {
-                                0 => "You can try again now.".to_string(),
-                                s => format!("Try again in {s} s."),
-                            }}
-                        </p>
-                    }
-                })}
-            {action}
         </div>
     }
 }
@@ -207,5 +178,18 @@ mod tests {
         assert!(explanation(&e).contains("12 s"));
         let e = ApiError::new(ErrorKind::InvalidPrompt, "The prompt is empty.");
         assert!(explanation(&e).starts_with("The prompt is empty."));
+    }
+
+    #[test]
+    fn cards_offer_what_helps() {
+        let card = Card::new(&ApiError::new(ErrorKind::QueueFull, "full").retry_after(30), false);
+        assert_eq!((card.remedy, card.wait), (Remedy::Retry, Some(30)));
+        // A busy visitor is told to wait for the job, not given a countdown.
+        assert_eq!(Card::new(&ApiError::new(ErrorKind::Busy, "one").retry_after(5), false).wait, None);
+        let lost = ApiError::new(ErrorKind::Network, "gone");
+        assert_eq!(Card::new(&lost, true).remedy, Remedy::Reconnect);
+        assert_eq!(Card::new(&lost, false).remedy, Remedy::Retry);
+        assert_eq!(Card::new(&ApiError::new(ErrorKind::InvalidPrompt, "empty"), false).remedy, Remedy::Edit);
+        assert_eq!((wait_text(0), wait_text(7)), ("You can try again now.".to_string(), "Try again in 7 s.".to_string()));
     }
 }

@@ -5,29 +5,20 @@
 //! long queue keeps changing (its position and ETA), so only a stalled one is given up on. Only one job is followed at a time; following another (or
 //! [`stop`]) ends the previous one. On the server these are no-ops.
 
-use leptos::prelude::*;
-
-use crate::api::{ApiError, JobView};
-
 /// How often the fallback polls, and how often the follower checks its time cap.
 pub const POLL_MS: u32 = 2_000;
 /// The page stops waiting for a job that has shown no change for this long.
-pub const FOLLOW_CAP_MS: f64 = 10.0 * 60.0 * 1000.0;
+pub const FOLLOW_CAP_MINUTES: u32 = 10;
+pub const FOLLOW_CAP_MS: f64 = FOLLOW_CAP_MINUTES as f64 * 60.0 * 1000.0;
 /// Consecutive failed polls before the page reports the connection as lost.
 pub const MAX_POLL_FAILURES: u32 = 3;
 
-/// Where a followed job's news goes.
-#[derive(Clone, Copy)]
-pub struct Sink {
-    pub job: RwSignal<Option<JobView>>,
-    pub error: RwSignal<Option<ApiError>>,
-}
 
 #[cfg(feature = "hydrate")]
 pub use imp::{follow, stop};
 
 #[cfg(not(feature = "hydrate"))]
-pub fn follow(_job_id: String, _sink: Sink) {}
+pub fn follow(_job_id: String, _studio: super::Studio) {}
 
 #[cfg(not(feature = "hydrate"))]
 pub fn stop() {}
@@ -43,8 +34,9 @@ mod imp {
     use web_sys::js_sys::Date;
     use web_sys::{EventSource, MessageEvent};
 
-    use super::{Sink, FOLLOW_CAP_MS, MAX_POLL_FAILURES, POLL_MS};
-    use crate::api::{job_status, ApiError, ErrorKind, JobView};
+    use super::super::Studio;
+    use super::{FOLLOW_CAP_MINUTES, FOLLOW_CAP_MS, MAX_POLL_FAILURES, POLL_MS};
+    use crate::api::{client, wire, ApiError, ErrorKind, JobView};
 
     struct Stream {
         source: EventSource,
@@ -77,7 +69,7 @@ mod imp {
         close_stream();
     }
 
-    pub fn follow(job_id: String, sink: Sink) {
+    pub fn follow(job_id: String, studio: Studio) {
         stop();
         // Safe to drop the old listeners here: we are not inside one of them.
         STREAM.with(|s| s.borrow_mut().take());
@@ -92,11 +84,11 @@ mod imp {
                 if generation() != me || view.job_id != id {
                     return;
                 }
-                if sink.job.with_untracked(|shown| shown.as_ref() != Some(&view)) {
+                if studio.job.with_untracked(|shown| shown.as_ref() != Some(&view)) {
                     last_news.set(Date::now());
                 }
                 let terminal = view.state.is_terminal();
-                sink.job.set(Some(view));
+                studio.update(view);
                 if terminal {
                     stop();
                 }
@@ -109,11 +101,11 @@ mod imp {
                 for name in ["queued", "progress", "completed", "failed", "cancelled"] {
                     let apply = apply.clone();
                     let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-                        if let Some(text) = ev.data().as_string() {
-                            match serde_json::from_str::<JobView>(&text) {
-                                Ok(view) => apply(view),
-                                Err(e) => leptos::logging::warn!("unreadable job event: {e}"),
-                            }
+                        let event = ev.data().as_string().and_then(|text| web_sys::js_sys::JSON::parse(&text).ok());
+                        match event.map(|json| wire::job_view(&json)) {
+                            Some(Ok(view)) => apply(view),
+                            Some(Err(e)) => leptos::logging::warn!("unreadable job event: {e}"),
+                            None => leptos::logging::warn!("a job event that is not JSON"),
                         }
                     });
                     let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
@@ -146,17 +138,16 @@ mod imp {
                 }
                 if Date::now() - last_news.get() > FOLLOW_CAP_MS {
                     stop();
-                    let minutes = (FOLLOW_CAP_MS / 60_000.0).round();
-                    let _ = sink.error.try_set(Some(ApiError::new(
+                    let _ = studio.error.try_set(Some(ApiError::new(
                         ErrorKind::Timeout,
-                        format!("The picture showed no progress for {minutes} minutes, so the page stopped waiting."),
+                        format!("The picture showed no progress for {FOLLOW_CAP_MINUTES} minutes, so the page stopped waiting."),
                     )));
                     break;
                 }
                 if !polling.get() {
                     continue;
                 }
-                match job_status(job_id.clone()).await {
+                match client::job_status(&job_id).await {
                     Ok(view) => {
                         failures = 0;
                         apply(view);
@@ -165,7 +156,7 @@ mod imp {
                         failures += 1;
                         if failures >= MAX_POLL_FAILURES && generation() == me {
                             stop();
-                            let _ = sink.error.try_set(Some(ApiError::new(
+                            let _ = studio.error.try_set(Some(ApiError::new(
                                 ErrorKind::Network,
                                 "Lost contact with the server while following the picture.",
                             )));
@@ -175,7 +166,7 @@ mod imp {
                     Err(e) => {
                         if generation() == me {
                             stop();
-                            let _ = sink.error.try_set(Some(e));
+                            let _ = studio.error.try_set(Some(e));
                         }
                         break;
                     }

@@ -1,6 +1,9 @@
 //! The generator page's parts. They share one [`Studio`] (signals and actions, all `Copy`)
-//! through context.
+//! through context. Each part is a component the server renders and, in the browser, a `bind`
+//! that keeps that markup current and wires its controls.
 
+#[cfg(feature = "hydrate")]
+pub mod dom;
 pub mod errors;
 pub mod form;
 pub mod history;
@@ -8,12 +11,10 @@ pub mod live;
 pub mod params;
 pub mod result;
 
-use leptos::html::Form;
 use leptos::prelude::*;
-use leptos::server_fn::ServerFn;
-
-use crate::api::{ApiError, CancelJob, ErrorKind, GenerateParams, JobView, ModelSummary, ModelsInfo, ResolvedParams, SubmitJob};
+use crate::api::{wire, ApiError, ErrorKind, GenerateParams, JobView, ModelSummary, ModelsInfo, ResolvedParams};
 use params::SizePreset;
+use result::{ResultModel, Shown};
 
 /// The id of the generate form: retry buttons elsewhere on the page submit it (`form=`).
 pub const FORM_ID: &str = "generate-form";
@@ -53,7 +54,7 @@ impl Fields {
         self.width.set(p.width);
         self.height.set(p.height);
         self.steps.set(p.steps.to_string());
-        self.guidance.set(p.guidance.to_string());
+        self.guidance.set(wire::decimal(p.guidance));
         self.seed.set(p.seed.to_string());
     }
 
@@ -87,14 +88,14 @@ impl Fields {
     /// What the form asks for, as `submit_job` takes it (blank numbers: the model's default).
     /// Reads the fields directly instead of decoding the form's data.
     pub fn params(&self) -> Result<GenerateParams, ApiError> {
-        fn number<T: std::str::FromStr>(field: RwSignal<String>, label: &str) -> Result<Option<T>, ApiError> {
+        fn number<T>(field: RwSignal<String>, label: &str, parse: fn(&str) -> Option<T>) -> Result<Option<T>, ApiError> {
             let text = field.get_untracked();
             let text = text.trim();
             if text.is_empty() {
                 return Ok(None);
             }
-            text.parse().map(Some).map_err(|_| {
-                ApiError::new(ErrorKind::InvalidParams, format!("{label}: {text:?} is not a valid number."))
+            parse(text).map(Some).ok_or_else(|| {
+                ApiError::new(ErrorKind::InvalidParams, format!("{label}: “{text}” is not a valid number."))
             })
         }
         Ok(GenerateParams {
@@ -102,9 +103,9 @@ impl Fields {
             negative_prompt: self.negative_prompt.get_untracked(),
             width: Some(self.width.get_untracked()),
             height: Some(self.height.get_untracked()),
-            steps: number(self.steps, "Steps")?,
-            guidance: number(self.guidance, "Guidance")?,
-            seed: number(self.seed, "Seed")?,
+            steps: number(self.steps, "Steps", |t| t.parse().ok())?,
+            guidance: number(self.guidance, "Guidance", wire::parse_decimal)?,
+            seed: number(self.seed, "Seed", |t| t.parse().ok())?,
             model: Some(self.model.get_untracked()).filter(|m| !m.is_empty()),
             webhook: None,
         })
@@ -113,19 +114,6 @@ impl Fields {
     pub fn size(&self) -> SizePreset {
         SizePreset { width: self.width.get(), height: self.height.get() }
     }
-}
-
-/// A server function the page calls: its answer, whether it is pending, how often it answered.
-/// A plain action, not a `ServerAction`: that one also decodes a no-JS post's error from the
-/// URL, which the island gets as a prop instead (and its decoder would ship in the WASM).
-pub type Call<S> = Action<S, Result<<S as ServerFn>::Output, ApiError>>;
-
-/// Calls `S` from the browser (or, on the server, never: actions only run when dispatched).
-pub fn call<S: ServerFn<Error = ApiError> + Clone + Send + Sync + 'static>() -> Call<S>
-where
-    S::Output: Send + Sync + 'static,
-{
-    Action::new(|input: &S| input.clone().run_on_client())
 }
 
 /// Everything the page's parts share.
@@ -137,11 +125,12 @@ pub struct Studio {
     pub job: RwSignal<Option<JobView>>,
     /// The error shown in the result area, if any; it wins over the job.
     pub error: RwSignal<Option<ApiError>>,
-    pub submit: Call<SubmitJob>,
-    pub cancel: Call<CancelJob>,
+    /// True while the submit request is in flight.
+    pub submitting: RwSignal<bool>,
+    /// True while a cancel request is in flight.
+    pub cancelling: RwSignal<bool>,
     /// This visitor's recent jobs, newest first.
     pub history: RwSignal<Vec<JobView>>,
-    pub form: NodeRef<Form>,
 }
 
 impl Studio {
@@ -161,9 +150,58 @@ impl Studio {
         self.model(&self.fields.model.get())
     }
 
-    /// True while the submit request is in flight.
     pub fn submitting(&self) -> bool {
-        self.submit.pending().get()
+        self.submitting.get()
+    }
+
+    /// Sends the form's parameters; the answer is shown (the new job, followed, or why it
+    /// was refused). Browser only.
+    pub fn submit(&self, params: GenerateParams) {
+        #[cfg(feature = "hydrate")]
+        {
+            let studio = *self;
+            studio.submitting.set(true);
+            leptos::task::spawn_local(async move {
+                let answer = crate::api::client::submit_job(&params).await;
+                studio.submitting.set(false);
+                match answer {
+                    Ok(job) => {
+                        studio.show(job);
+                        studio.refresh_history();
+                    }
+                    Err(e) => {
+                        studio.job.set(None);
+                        studio.error.set(Some(e));
+                    }
+                }
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = params;
+    }
+
+    /// Cancels a job; the job as it now stands is shown if it still is the shown one.
+    /// Browser only.
+    pub fn cancel(&self, job_id: String) {
+        #[cfg(feature = "hydrate")]
+        {
+            let studio = *self;
+            studio.cancelling.set(true);
+            leptos::task::spawn_local(async move {
+                let answer = crate::api::client::cancel_job(&job_id).await;
+                studio.cancelling.set(false);
+                match answer {
+                    Ok(view) => {
+                        if studio.job.with_untracked(|j| j.as_ref().is_some_and(|j| j.job_id == view.job_id)) {
+                            studio.show(view);
+                        }
+                    }
+                    Err(e) => studio.error.set(Some(e)),
+                }
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = job_id;
     }
 
     /// True while the shown job is queued or processing (and no error replaced it).
@@ -182,18 +220,53 @@ impl Studio {
         let running = !view.state.is_terminal();
         let id = view.job_id.clone();
         self.error.set(None);
-        self.job.set(Some(view));
+        self.update(view);
         if running {
-            live::follow(id, live::Sink { job: self.job, error: self.error });
+            live::follow(id, *self);
         } else {
             live::stop();
         }
     }
 
-    /// Submits the form as if its button was pressed (keyboard shortcut, retry).
+    /// The shown job's news; a job that just ended joins the history.
+    pub fn update(&self, view: JobView) {
+        let ended = view.state.is_terminal()
+            && self.job.with_untracked(|j| j.as_ref().is_some_and(|j| j.job_id == view.job_id && !j.state.is_terminal()));
+        self.job.set(Some(view));
+        if ended {
+            self.refresh_history();
+        }
+    }
+
+    /// What the result area is about.
+    pub fn shown(&self) -> Shown {
+        if self.submitting() {
+            Shown::Submitting
+        } else if let Some(e) = self.error.get() {
+            Shown::Error(e)
+        } else if let Some(j) = self.job.get() {
+            Shown::Job(j)
+        } else {
+            Shown::Idle
+        }
+    }
+
+    /// What the result area shows (tracked: for the browser's effect).
+    pub fn result_model(&self) -> ResultModel {
+        let running = self.job.with(|j| j.as_ref().is_some_and(|j| !j.state.is_terminal()));
+        ResultModel::new(&self.shown(), (self.fields.width.get(), self.fields.height.get()), running)
+    }
+
+    /// The same, read once (the server's render).
+    pub fn result_model_untracked(&self) -> ResultModel {
+        untrack(|| self.result_model())
+    }
+
+    /// Submits the form as if its button was pressed (keyboard shortcut).
+    #[cfg(feature = "hydrate")]
     pub fn request_submit(&self) {
-        #[cfg(feature = "hydrate")]
-        if let Some(form) = self.form.get_untracked() {
+        use wasm_bindgen::JsCast;
+        if let Ok(form) = dom::by_id(FORM_ID).dyn_into::<web_sys::HtmlFormElement>() {
             let _ = form.request_submit();
         }
     }
@@ -204,7 +277,7 @@ impl Studio {
         {
             let history = self.history;
             leptos::task::spawn_local(async move {
-                if let Ok(jobs) = crate::api::recent_jobs().await {
+                if let Ok(jobs) = crate::api::client::recent_jobs().await {
                     let _ = history.try_set(jobs);
                 }
             });
@@ -232,7 +305,7 @@ mod tests {
             f.seed.set("12x".into());
             let e = f.params().unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidParams);
-            assert!(e.message.contains("Seed: \"12x\""), "{}", e.message);
+            assert!(e.message.contains("Seed: “12x”"), "{}", e.message);
             f.seed.set(String::new());
             f.steps.set("-3".into());
             assert_eq!(f.params().unwrap_err().kind, ErrorKind::InvalidParams);

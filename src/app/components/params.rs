@@ -1,7 +1,7 @@
 //! Pure helpers about parameters: size presets with their aspect ratio, the download file name
 //! and the A1111-style parameter text. No signals, no browser: unit-tested on the host.
 
-use crate::api::{ModelSummary, ResolvedParams};
+use crate::api::{wire::decimal, ModelSummary, ResolvedParams};
 
 /// Aspect ratios offered, in the order the menu shows them.
 pub const RATIOS: [(u32, u32); 7] = [(1, 1), (4, 3), (3, 4), (3, 2), (2, 3), (16, 9), (9, 16)];
@@ -120,15 +120,21 @@ pub fn a1111_text(params: &ResolvedParams) -> String {
     }
     s.push_str(&format!(
         "\nSteps: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}",
-        params.steps, params.guidance, params.seed, params.width, params.height, params.model
+        params.steps,
+        decimal(params.guidance),
+        params.seed,
+        params.width,
+        params.height,
+        params.model
     ));
     s
 }
 
-/// "1.2 s" or "850 ms".
+/// "1.2 s" or "850 ms" (tenths rounded in integers: no float formatting in the WASM).
 pub fn human_ms(ms: u64) -> String {
     if ms >= 1000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
+        let tenths = (ms + 50) / 100;
+        format!("{}.{} s", tenths / 10, tenths % 10)
     } else {
         format!("{ms} ms")
     }
@@ -182,5 +188,6 @@ mod tests {
         };
         assert_eq!(a1111_text(&p), "a fox\nNegative prompt: blurry\nSteps: 4, CFG scale: 7.5, Seed: 42, Size: 64x96, Model: tiny");
         assert_eq!(download_name(&p), "a-fox-42.png");
+        assert_eq!((human_ms(850), human_ms(1_249), human_ms(1_250), human_ms(61_000)), ("850 ms".into(), "1.2 s".into(), "1.3 s".into(), "61.0 s".into()));
     }
 }
