@@ -120,12 +120,14 @@ pub fn job_view<J: Json>(v: &J) -> Result<JobView, String> {
             preview_url: optional_text(v, "previewUrl")?,
         },
         "completed" => {
+            let image_url = text(v, "imageUrl").map_err(for_status)?;
+            let (width, height, seed) = (whole(v, "width"), whole(v, "height"), whole(v, "seed"));
             let timings = required(v, "timings").map_err(for_status)?;
             JobState::Completed {
-                image_url: text(v, "imageUrl").map_err(for_status)?,
-                width: whole(v, "width").map_err(for_status)?,
-                height: whole(v, "height").map_err(for_status)?,
-                seed: whole(v, "seed").map_err(for_status)?,
+                image_url,
+                width: width.map_err(for_status)?,
+                height: height.map_err(for_status)?,
+                seed: seed.map_err(for_status)?,
                 timings: Timings {
                     queued_ms: whole(&timings, "queuedMs")?,
                     inference_ms: whole(&timings, "inferenceMs")?,
