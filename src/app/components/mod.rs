@@ -116,6 +116,26 @@ impl Fields {
     }
 }
 
+/// Sends a request to the server with `pending` set while it is in flight, then hands its
+/// answer on. Browser only: on the server nothing is sent.
+fn in_flight(
+    pending: RwSignal<bool>,
+    request: impl std::future::Future<Output = Result<JobView, ApiError>> + 'static,
+    answer: impl FnOnce(Result<JobView, ApiError>) + 'static,
+) {
+    #[cfg(feature = "hydrate")]
+    {
+        pending.set(true);
+        leptos::task::spawn_local(async move {
+            let result = request.await;
+            pending.set(false);
+            answer(result);
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (pending, request, answer);
+}
+
 /// Everything the page's parts share.
 #[derive(Clone, Copy)]
 pub struct Studio {
@@ -155,53 +175,32 @@ impl Studio {
     }
 
     /// Sends the form's parameters; the answer is shown (the new job, followed, or why it
-    /// was refused). Browser only.
+    /// was refused).
     pub fn submit(&self, params: GenerateParams) {
-        #[cfg(feature = "hydrate")]
-        {
-            let studio = *self;
-            studio.submitting.set(true);
-            leptos::task::spawn_local(async move {
-                let answer = crate::api::client::submit_job(&params).await;
-                studio.submitting.set(false);
-                match answer {
-                    Ok(job) => {
-                        studio.show(job);
-                        studio.refresh_history();
-                    }
-                    Err(e) => {
-                        studio.job.set(None);
-                        studio.error.set(Some(e));
-                    }
-                }
-            });
-        }
-        #[cfg(not(feature = "hydrate"))]
-        let _ = params;
+        let studio = *self;
+        in_flight(self.submitting, async move { crate::api::client::submit_job(&params).await }, move |answer| match answer {
+            Ok(job) => {
+                studio.show(job);
+                studio.refresh_history();
+            }
+            Err(e) => {
+                studio.job.set(None);
+                studio.error.set(Some(e));
+            }
+        });
     }
 
     /// Cancels a job; the job as it now stands is shown if it still is the shown one.
-    /// Browser only.
     pub fn cancel(&self, job_id: String) {
-        #[cfg(feature = "hydrate")]
-        {
-            let studio = *self;
-            studio.cancelling.set(true);
-            leptos::task::spawn_local(async move {
-                let answer = crate::api::client::cancel_job(&job_id).await;
-                studio.cancelling.set(false);
-                match answer {
-                    Ok(view) => {
-                        if studio.job.with_untracked(|j| j.as_ref().is_some_and(|j| j.job_id == view.job_id)) {
-                            studio.show(view);
-                        }
-                    }
-                    Err(e) => studio.error.set(Some(e)),
+        let studio = *self;
+        in_flight(self.cancelling, async move { crate::api::client::cancel_job(&job_id).await }, move |answer| match answer {
+            Ok(view) => {
+                if studio.job.with_untracked(|j| j.as_ref().is_some_and(|j| j.job_id == view.job_id)) {
+                    studio.show(view);
                 }
-            });
-        }
-        #[cfg(not(feature = "hydrate"))]
-        let _ = job_id;
+            }
+            Err(e) => studio.error.set(Some(e)),
+        });
     }
 
     /// True while the shown job is queued or processing (and no error replaced it).
