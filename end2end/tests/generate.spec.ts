@@ -108,6 +108,40 @@ test('prompt to downloaded PNG: submitting at once, then the image in the reserv
   expect(errors).toEqual([]);
 });
 
+test('another model brings its own sizes and limits, and its default size when the chosen one does not fit', async ({ page, request }) => {
+  const list = await models(request);
+  test.skip(list.length < 2, 'the server offers one model');
+  await openHydrated(page);
+  const ui = find(page);
+  await ui.advanced.click();
+  const first = await ui.model.inputValue();
+  const other = list.find((m) => m.name !== first)!;
+  await ui.model.selectOption(other.name);
+  await expect(ui.steps).toHaveAttribute('max', String(other.maxSteps));
+  await expect(ui.steps).toHaveAttribute('placeholder', String(other.defaultSteps));
+  const sizes = async () => ui.size.locator('option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+  for (const value of await sizes()) {
+    const [w, h] = value.split('x').map(Number);
+    expect(w >= other.minSize && h >= other.minSize && w <= other.maxWidth && h <= other.maxHeight, value).toBe(true);
+  }
+  const chosen = await ui.size.inputValue();
+  expect(await sizes()).toContain(chosen);
+  // The form posts the size the menu shows, and the frame keeps its shape.
+  const [w, h] = chosen.split('x').map(Number);
+  await expect(page.locator('#width')).toHaveValue(String(w));
+  await expect(page.locator('#height')).toHaveValue(String(h));
+  const box = (await ui.frame.boundingBox())!;
+  expect(Math.abs(box.width / box.height - w / h)).toBeLessThan(0.02);
+  // And back: the first model's menu again.
+  await ui.model.selectOption(first);
+  const back = list.find((m) => m.name === first)!;
+  await expect(ui.steps).toHaveAttribute('max', String(back.maxSteps));
+  for (const value of await sizes()) {
+    const [sw, sh] = value.split('x').map(Number);
+    expect(sw <= back.maxWidth && sh <= back.maxHeight, value).toBe(true);
+  }
+});
+
 test('a non-default size: the box, the image and the PNG all have it', async ({ page, request }) => {
   const [model] = await models(request);
   await openHydrated(page);
