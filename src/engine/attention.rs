@@ -189,11 +189,17 @@ impl Block {
             .forward(&self.norm2.forward(&xs)?, Some(context))?
             + xs)?;
         // GEGLU: half the projection gates the other half.
-        let h = self
-            .ff_in
-            .forward(&self.norm3.forward(&xs)?)?
-            .chunk(2, D::Minus1)?;
-        self.ff_out.forward(&(&h[0] * h[1].gelu()?)?)? + xs
+        let h = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
+        // Trained weights keep candle's ops (and their gradients).
+        let fused = if self.ff_in.weight().is_variable() { None } else { kernels::geglu(&h)? };
+        let gated = match fused {
+            Some(gated) => gated,
+            None => {
+                let h = h.chunk(2, D::Minus1)?;
+                (&h[0] * h[1].gelu()?)?
+            }
+        };
+        self.ff_out.forward(&gated)? + xs
     }
 }
 

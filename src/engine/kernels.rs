@@ -362,6 +362,60 @@ fn softmax_in_place(row: &mut [f32]) {
     }
 }
 
+/// GEGLU's gating for loaded weights on the CPU: `h = [a, g]` along the last dimension gives
+/// `a · gelu(g)` with candle's tanh-form GELU, in one pass over `h` (candle takes the halves as
+/// strided views, then a GELU and a product, each a whole-tensor pass with libm's `tanhf`).
+/// `None` where the kernel does not apply (not f32 on the CPU).
+pub(super) fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
+    if !cpu_f32(h, false) {
+        return Ok(None);
+    }
+    h.contiguous()?.apply_op1_no_bwd(&GegluOp).map(Some)
+}
+
+struct GegluOp;
+
+impl candle_core::CustomOp1 for GegluOp {
+    fn name(&self) -> &'static str {
+        "easel-geglu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l)?;
+        let mut dims = l.dims().to_vec();
+        let row = dims.last().copied().unwrap_or(0);
+        if row % 2 != 0 {
+            candle_core::bail!("GEGLU needs an even last dimension, got {row}")
+        }
+        let half = row / 2;
+        let mut out = vec![0f32; x.len() / 2];
+        let rows_per_task = (8192 / row.max(1)).max(1);
+        out.par_chunks_mut(half * rows_per_task).zip(x.par_chunks(row * rows_per_task)).for_each(|(out, x)| {
+            vectorized(|| {
+                for (out, x) in out.chunks_exact_mut(half).zip(x.chunks_exact(row)) {
+                    let (a, g) = x.split_at(half);
+                    for ((o, &a), &g) in out.iter_mut().zip(a).zip(g) {
+                        *o = a * gelu_tanh(g);
+                    }
+                }
+            })
+        });
+        if let Some(last) = dims.last_mut() {
+            *last = half;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// candle's GELU, `0.5 v (1 + tanh(√(2/π) (v + 0.044715 v³)))`, written as `v · σ(2u)` so that
+/// it takes one vectorized [`exp`].
+#[inline(always)]
+fn gelu_tanh(v: f32) -> f32 {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_TWO_OVER_PI * v * (1.0 + 0.044_715 * v * v);
+    v / (1.0 + exp(-2.0 * u))
+}
+
 /// Runs `f` compiled for AVX2 and FMA where the CPU has them (the crate is built for plain
 /// x86-64, whose loops vectorize only 4 wide): `f`'s body, `#[inline(always)]` helpers included,
 /// is inlined into the feature-enabled function.
@@ -664,6 +718,18 @@ mod tests {
             let ours = attention(&q, &kt, &v).unwrap().expect("f32 on the CPU");
             let scores = nn::ops::softmax_last_dim(&q.matmul(&kt).unwrap()).unwrap();
             assert_close(&ours, &scores.matmul(&v).unwrap(), (b, n, m, d));
+        }
+    }
+
+    /// Same numbers as candle's GEGLU (halves, tanh-form GELU, product), small and large inputs.
+    #[test]
+    fn geglu_matches_candle() {
+        let dev = Device::Cpu;
+        for (shape, scale) in [((2, 77, 2 * 1280), 1.0), ((1, 3, 2 * 5), 6.0), ((1, 4, 2 * 320), 0.01)] {
+            let h = Tensor::randn(0f32, scale, shape, &dev).unwrap();
+            let ours = geglu(&h).unwrap().expect("f32 on the CPU");
+            let halves = h.chunk(2, candle_core::D::Minus1).unwrap();
+            assert_close(&ours, &(&halves[0] * halves[1].gelu().unwrap()).unwrap(), shape);
         }
     }
 
