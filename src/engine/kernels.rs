@@ -278,7 +278,13 @@ impl CustomOp3 for AttentionOp {
                     gemm::Parallelism::None,
                 );
             }
-            vectorized(|| scores.chunks_exact_mut(m).for_each(softmax_in_place));
+            // A `for` loop, not `for_each`: an iterator's fold is a function of its own, compiled
+            // without the AVX2 features `vectorized` gives its closure's inlined body.
+            vectorized(|| {
+                for row in scores.chunks_exact_mut(m) {
+                    softmax_in_place(row)
+                }
+            });
             // SAFETY: as above.
             unsafe {
                 gemm::gemm(
@@ -332,7 +338,11 @@ impl candle_core::CustomOp1 for SoftmaxOp {
         // Rows in batches, so that short rows do not each pay for a task.
         let rows_per_task = (4096 / row.max(1)).max(1);
         out.par_chunks_mut(row * rows_per_task).for_each(|out| {
-            vectorized(|| out.chunks_exact_mut(row).for_each(softmax_in_place));
+            vectorized(|| {
+                for row in out.chunks_exact_mut(row) {
+                    softmax_in_place(row)
+                }
+            });
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -450,7 +460,10 @@ fn exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(p.to_bits().wrapping_add(((n as i32) << 23) as u32))
+    // SAFETY: |n| ≤ 126 after the clamp, so it is an exact i32 (no saturating conversion, which
+    // does not vectorize).
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    f32::from_bits(p.to_bits().wrapping_add((n << 23) as u32))
 }
 
 /// A 2-D convolution of loaded f32 weights on the CPU, bias added by the GEMM itself.
