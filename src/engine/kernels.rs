@@ -546,12 +546,16 @@ impl CustomOp2 for ConvOp {
             let y1 = (y0 + rows).min(oh);
             let n = (y1 - y0) * ow;
             let input = &x[item * c * h * wd..(item + 1) * c * h * wd];
-            let patches;
-            let (rhs, rhs_rs) = if direct {
-                (input[y0 * ow..].as_ptr(), (h * wd) as isize)
-            } else {
-                patches = im2col(input, (c, h, wd), (kh, kw), (p, s), (y0, y1, ow));
-                (patches.as_ptr(), n as isize)
+            let patches = (!direct).then(|| {
+                PATCHES.with_borrow_mut(|buffer| {
+                    let mut cols = std::mem::take(buffer);
+                    im2col(input, (c, h, wd), (kh, kw), (p, s), (y0, y1, ow), &mut cols);
+                    cols
+                })
+            });
+            let (rhs, rhs_rs) = match &patches {
+                None => (input[y0 * ow..].as_ptr(), (h * wd) as isize),
+                Some(cols) => (cols.as_ptr(), n as isize),
             };
             // SAFETY: `dst` block [item, all channels, rows y0..y1] belongs to this task only;
             // every pointer/stride pair stays inside its buffer (shapes checked above).
@@ -578,6 +582,9 @@ impl CustomOp2 for ConvOp {
                     false,
                     inner,
                 )
+            };
+            if let Some(cols) = patches {
+                PATCHES.with_borrow_mut(|buffer| *buffer = cols);
             }
         };
         if matches!(inner, gemm::Parallelism::None) {
@@ -589,30 +596,41 @@ impl CustomOp2 for ConvOp {
     }
 }
 
-/// The patch matrix of output rows `y0..y1`: one row per (channel, ky, kx), one column per
-/// output pixel; zeros where the kernel overlaps the padding. Stride 1 copies whole row runs.
+thread_local! {
+    /// Each thread's patch matrix, kept from one tile to the next (a fresh megabyte per tile was
+    /// a zero-filled, page-faulted mapping every time).
+    static PATCHES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The patch matrix of output rows `y0..y1` into `cols`: one row per (channel, ky, kx), one
+/// column per output pixel; zeros where the kernel overlaps the padding. Every element is
+/// written (the buffer is reused), stride 1 copies whole row runs.
 fn im2col(
     input: &[f32],
     (c, h, w): (usize, usize, usize),
     (kh, kw): (usize, usize),
     (p, s): (usize, usize),
     (y0, y1, ow): (usize, usize, usize),
-) -> Vec<f32> {
+    cols: &mut Vec<f32>,
+) {
     let n = (y1 - y0) * ow;
-    let mut cols = vec![0f32; c * kh * kw * n];
+    cols.resize(c * kh * kw * n, 0.0);
     for (row, dst) in cols.chunks_exact_mut(n).enumerate() {
         let (ch, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
         let plane = &input[ch * h * w..(ch + 1) * h * w];
         // Output columns whose input column kx + ox·s − p falls inside 0..w.
-        let first = (p.saturating_sub(kx)).div_ceil(s);
-        let last = ((w + p).saturating_sub(kx)).div_ceil(s).min(ow);
+        let first = (p.saturating_sub(kx)).div_ceil(s).min(ow);
+        let last = ((w + p).saturating_sub(kx)).div_ceil(s).min(ow).max(first);
         for oy in y0..y1 {
+            let out = &mut dst[(oy - y0) * ow..(oy - y0 + 1) * ow];
             let iy = (oy * s + ky) as isize - p as isize;
-            if iy < 0 || iy as usize >= h || first >= last {
+            if iy < 0 || iy as usize >= h || first == last {
+                out.fill(0.0);
                 continue;
             }
+            out[..first].fill(0.0);
+            out[last..].fill(0.0);
             let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-            let out = &mut dst[(oy - y0) * ow..(oy - y0 + 1) * ow];
             let ix0 = first * s + kx - p;
             if s == 1 {
                 out[first..last].copy_from_slice(&src[ix0..ix0 + (last - first)]);
@@ -623,7 +641,6 @@ fn im2col(
             }
         }
     }
-    cols
 }
 
 #[cfg(test)]
