@@ -175,8 +175,12 @@ test('while processing the controls are locked and progress shows; cancel stops 
   await openHydrated(page);
   const ui = find(page);
   await ui.advanced.click();
-  // The most steps the model allows: time enough to cancel.
+  // The most steps the model allows at its largest size: time enough to cancel (at the default
+  // size the default model now paints 50 steps in about a second, faster than the checks below).
   await ui.steps.fill(String(model.maxSteps));
+  const sizes = await ui.size.locator('option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+  const area = (v: string) => v.split('x').map(Number).reduce((a, b) => a * b, 1);
+  await ui.size.selectOption(sizes.reduce((a, b) => (area(b) > area(a) ? b : a)));
   await ui.prompt.fill('a very slow painting of a snail');
   await ui.generate.click();
 

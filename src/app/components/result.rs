@@ -270,7 +270,8 @@ pub fn bind(studio: Studio) {
     });
 
     // One effect for the whole area: it reruns on any change, and writes only what differs.
-    Effect::new(move |_| {
+    // It hands on the card it showed, so that a countdown restarts only for a new card.
+    Effect::new(move |shown_before: Option<Option<Card>>| {
         let m = studio.result_model();
         set_attr(&root, "data-state", Some(m.state));
         set_attr(&status, "data-state", Some(m.state));
@@ -318,10 +319,13 @@ pub fn bind(studio: Studio) {
             set_hidden(&edit, c.remedy != super::errors::Remedy::Edit);
         }
         // A live countdown, one per card shown.
-        let me = countdown.get() + 1;
-        countdown.set(me);
-        let wait = shown_card.and_then(|c| c.wait);
-        set_hidden(&card_wait, wait.is_none());
+        let new_card = shown_before.as_ref().map(Option::as_ref) != Some(shown_card);
+        let wait = shown_card.and_then(|c| c.wait).filter(|_| new_card);
+        if new_card {
+            countdown.set(countdown.get() + 1);
+            set_hidden(&card_wait, wait.is_none());
+        }
+        let me = countdown.get();
         if let Some(secs) = wait {
             set_text(&card_wait, &wait_text(secs));
             let (countdown, card_wait) = (countdown.clone(), card_wait.clone());
@@ -359,6 +363,7 @@ pub fn bind(studio: Studio) {
         set_text(&copy, if copied.get() { "Copied ✓" } else { "Copy parameters" });
         set_property(&cancel, "disabled", studio.cancelling.get());
         set_property(&same_seed, "disabled", studio.busy());
+        shown_card.cloned()
     });
 
 }
