@@ -333,19 +333,35 @@ impl candle_core::CustomOp1 for SoftmaxOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l)?;
-        let row = *l.dims().last().unwrap_or(&1);
-        let mut out = x.to_vec();
-        // Rows in batches, so that short rows do not each pay for a task.
-        let rows_per_task = (4096 / row.max(1)).max(1);
-        out.par_chunks_mut(row * rows_per_task).for_each(|out| {
-            vectorized(|| {
-                for row in out.chunks_exact_mut(row) {
-                    softmax_in_place(row)
-                }
-            });
-        });
+        let row = l.dims().last().copied().unwrap_or(1);
+        let out = map_rows(x, row, row, softmax_row);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
+}
+
+#[inline(always)]
+fn softmax_row(x: &[f32], out: &mut [f32]) {
+    out.copy_from_slice(x);
+    softmax_in_place(out)
+}
+
+/// `out`'s rows from `x`'s (`in_row` elements each to `out_row`), rows in batches of a few
+/// thousand elements per task (short rows do not each pay for one), each batch run in
+/// [`vectorized`] with `row_fn` inlined (a named `#[inline(always)]` function).
+fn map_rows(x: &[f32], in_row: usize, out_row: usize, row_fn: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    if x.is_empty() || in_row == 0 {
+        return Vec::new();
+    }
+    let rows_per_task = (8192 / in_row).max(1);
+    let mut out = vec![0f32; x.len() / in_row * out_row];
+    out.par_chunks_mut(out_row * rows_per_task).zip(x.par_chunks(in_row * rows_per_task)).for_each(|(out, x)| {
+        vectorized(|| {
+            for (out, x) in out.chunks_exact_mut(out_row).zip(x.chunks_exact(in_row)) {
+                row_fn(x, out)
+            }
+        })
+    });
+    out
 }
 
 #[inline(always)]
@@ -398,22 +414,20 @@ impl candle_core::CustomOp1 for GegluOp {
             candle_core::bail!("GEGLU needs an even last dimension, got {row}")
         }
         let half = row / 2;
-        let mut out = vec![0f32; x.len() / 2];
-        let rows_per_task = (8192 / row.max(1)).max(1);
-        out.par_chunks_mut(half * rows_per_task).zip(x.par_chunks(row * rows_per_task)).for_each(|(out, x)| {
-            vectorized(|| {
-                for (out, x) in out.chunks_exact_mut(half).zip(x.chunks_exact(row)) {
-                    let (a, g) = x.split_at(half);
-                    for ((o, &a), &g) in out.iter_mut().zip(a).zip(g) {
-                        *o = a * gelu_tanh(g);
-                    }
-                }
-            })
-        });
+        let out = map_rows(x, row, half, geglu_row);
         if let Some(last) = dims.last_mut() {
             *last = half;
         }
         Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// `a · gelu(g)` for one row `[a, g]`.
+#[inline(always)]
+fn geglu_row(x: &[f32], out: &mut [f32]) {
+    let (a, g) = x.split_at(out.len());
+    for ((o, &a), &g) in out.iter_mut().zip(a).zip(g) {
+        *o = a * gelu_tanh(g);
     }
 }
 
