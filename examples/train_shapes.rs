@@ -203,6 +203,7 @@ fn main() -> Result<()> {
     }
 
     let steps = env_steps("EASEL_DIFFUSION_STEPS", 1200);
+    let batch = env_steps("EASEL_BATCH", BATCH);
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
     let peak = if resume.is_some() { 3e-4 } else { 1e-3 };
@@ -216,7 +217,7 @@ fn main() -> Result<()> {
     for step in 0..steps {
         opt.set_learning_rate(lr(peak, step, steps));
         add_to_pool(&mut pool, &trainer, FRESH, &mut rng)?;
-        let picked: Vec<usize> = (0..BATCH)
+        let picked: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pool.len()))
             .collect();
         let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].0).collect::<Vec<_>>(), 0)?;

@@ -87,12 +87,15 @@ struct ConvOp {
     stride: usize,
 }
 
-fn cpu_tensor(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let data = s.as_slice::<f32>()?;
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("conv op wants contiguous inputs".into()))?;
-    Tensor::from_slice(&data[start..end], l.shape(), &candle_core::Device::Cpu)
+impl ConvOp {
+    /// Our CPU convolution kernel (no bias: candle adds it, so that its gradient is candle's).
+    fn kernel(&self, padding: usize, stride: usize) -> kernels::ConvOp {
+        kernels::ConvOp {
+            padding,
+            stride,
+            bias: None,
+        }
+    }
 }
 
 impl CustomOp2 for ConvOp {
@@ -101,11 +104,7 @@ impl CustomOp2 for ConvOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_tensor(s1, l1)?;
-        let w = cpu_tensor(s2, l2)?;
-        let out = x.conv2d(&w, self.padding, self.stride, 1, 1)?;
-        let shape = out.shape().clone();
-        Ok((CpuStorage::F32(out.flatten_all()?.to_vec1::<f32>()?), shape))
+        self.kernel(self.padding, self.stride).cpu_fwd(s1, l1, s2, l2)
     }
 
     fn bwd(&self, arg: &Tensor, kernel: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -114,29 +113,33 @@ impl CustomOp2 for ConvOp {
         let (s, p) = (self.stride, self.padding);
         // Input gradient: the gradient spread back over the stride (zeros between), padded, and
         // convolved with the kernel flipped and its in/out channels swapped.
-        let mut g = grad.contiguous()?;
-        if s > 1 {
-            g = dilate(&g, s)?;
-        }
-        let (_, _, g_h, g_w) = g.dims4()?;
-        let pad_h = k_h - 1 - p;
-        let pad_w = k_w - 1 - p;
-        let extra_h = in_h + k_h - 1 - (g_h + 2 * pad_h);
-        let extra_w = in_w + k_w - 1 - (g_w + 2 * pad_w);
-        let g = g
-            .pad_with_zeros(2, pad_h, pad_h + extra_h)?
-            .pad_with_zeros(3, pad_w, pad_w + extra_w)?;
         let flipped = flip(&flip(&kernel.transpose(0, 1)?, 2)?, 3)?.contiguous()?;
-        let grad_arg = g.conv2d(&flipped, 0, 1, 1, 1)?;
-        // Kernel gradient: the input correlated with the gradient, batch as channels.
-        let grad_kernel = arg
-            .transpose(0, 1)?
-            .contiguous()?
-            .conv2d(&grad.transpose(0, 1)?.contiguous()?, p, 1, s, 1)?
-            .transpose(0, 1)?
-            .narrow(2, 0, k_h)?
-            .narrow(3, 0, k_w)?
-            .contiguous()?;
+        let grad_arg = if s == 1 && in_h + 2 * p + 1 == grad.dim(2)? + k_h && in_w + 2 * p + 1 == grad.dim(3)? + k_w {
+            grad.contiguous()?
+                .apply_op2_no_bwd(&flipped, &self.kernel(k_h - 1 - p, 1))?
+        } else {
+            let mut g = grad.contiguous()?;
+            if s > 1 {
+                g = dilate(&g, s)?;
+            }
+            let (_, _, g_h, g_w) = g.dims4()?;
+            let pad_h = k_h - 1 - p;
+            let pad_w = k_w - 1 - p;
+            let extra_h = in_h + k_h - 1 - (g_h + 2 * pad_h);
+            let extra_w = in_w + k_w - 1 - (g_w + 2 * pad_w);
+            g.pad_with_zeros(2, pad_h, pad_h + extra_h)?
+                .pad_with_zeros(3, pad_w, pad_w + extra_w)?
+                .contiguous()?
+                .apply_op2_no_bwd(&flipped, &self.kernel(0, 1))?
+        };
+        let grad_kernel = arg.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &kernels::ConvKernelGrad {
+                kernel: (k_h, k_w),
+                padding: p,
+                stride: s,
+            },
+        )?;
         Ok((Some(grad_arg), Some(grad_kernel)))
     }
 }

@@ -610,6 +610,88 @@ impl CustomOp2 for ConvOp {
     }
 }
 
+/// The gradient of a convolution's kernel, `[o, c, kh, kw]`, from its input `[b, c, h, w]` and
+/// the gradient of its output `[b, o, oh, ow]`: per batch item, the output gradient times the
+/// transposed patch matrix (one GEMM), summed over items. Training only: candle computes it as
+/// a convolution of the input by the gradient, whose element-by-element im2col was a third of a
+/// training step.
+pub(super) struct ConvKernelGrad {
+    pub kernel: (usize, usize),
+    pub padding: usize,
+    pub stride: usize,
+}
+
+impl CustomOp2 for ConvKernelGrad {
+    fn name(&self) -> &'static str {
+        "easel-conv2d-kernel-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let (b2, o, oh, ow) = l2.shape().dims4()?;
+        let ((kh, kw), p, s) = (self.kernel, self.padding, self.stride);
+        if b != b2 || h + 2 * p < kh || (h + 2 * p - kh) / s + 1 != oh || (w + 2 * p - kw) / s + 1 != ow {
+            candle_core::bail!("conv2d kernel gradient: input {:?} does not fit gradient {:?}", l1.shape(), l2.shape())
+        }
+        let (k, n) = (c * kh * kw, oh * ow);
+        // Items are split over the threads, each summing into its own gradient; the sums are
+        // then added in a fixed order, so the result does not depend on the thread count.
+        let threads = rayon::current_num_threads().min(b).max(1);
+        let partials: Vec<Vec<f32>> = (0..threads)
+            .into_par_iter()
+            .map(|t| {
+                let mut acc = vec![0f32; o * k];
+                for item in (t * b / threads)..((t + 1) * b / threads) {
+                    let input = &x[item * c * h * w..(item + 1) * c * h * w];
+                    let grad = &g[item * o * n..(item + 1) * o * n];
+                    PATCHES.with_borrow_mut(|cols| {
+                        im2col(input, (c, h, w), (kh, kw), (p, s), (0, oh, ow), cols);
+                        // SAFETY: acc is o x k, grad o x n, cols k x n (read transposed).
+                        unsafe {
+                            gemm::gemm(
+                                o,
+                                k,
+                                n,
+                                acc.as_mut_ptr(),
+                                1,
+                                k as isize,
+                                true,
+                                grad.as_ptr(),
+                                1,
+                                n as isize,
+                                cols.as_ptr(),
+                                n as isize,
+                                1,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            )
+                        }
+                    });
+                }
+                acc
+            })
+            .collect();
+        let mut out = partials[0].clone();
+        for part in &partials[1..] {
+            for (a, v) in out.iter_mut().zip(part) {
+                *a += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((o, c, kh, kw))))
+    }
+}
+
 thread_local! {
     /// Each thread's patch matrix, kept from one tile to the next (a fresh megabyte per tile was
     /// a zero-filled, page-faulted mapping every time).
