@@ -40,6 +40,11 @@ const FRESH: usize = 4;
 /// unit variance divides the signal-to-noise ratio by 16: what 4x smaller latents than SD 1.5's
 /// 64² need to see the noise SD 1.5 sees (Hoogeboom et al., "simple diffusion").
 const LATENT_STD: f64 = 0.25;
+/// How much more an error counts on the objects (for the diffusion model, also one latent pixel
+/// around them) than on the background: they cover a few percent of a picture, and unweighted
+/// the VAE lost small objects' colours and the diffusion model learnt the background's colour
+/// and left the objects' colour, shape and place at chance.
+const OBJECT_WEIGHT: f32 = 4.0;
 
 const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloured shapes (see models/README.md).
 # SD 1.5's architecture at tiny size, trained from scratch by
@@ -81,9 +86,9 @@ projection_dim = 64
 
 [unet]
 blocks = [
-  { channels = 32, transformer_layers = 1, heads = 2 },
+  { channels = 32, transformer_layers = 0, heads = 2 },
   { channels = 64, transformer_layers = 1, heads = 4 },
-  { channels = 64, transformer_layers = 0, heads = 4 },
+  { channels = 128, transformer_layers = 1, heads = 4 },
 ]
 layers_per_block = 1
 norm_num_groups = 32
@@ -176,22 +181,29 @@ fn main() -> Result<()> {
     let vae_steps = if resume.is_some() || vae_from.is_some() {
         0
     } else {
-        env_steps("EASEL_VAE_STEPS", 700)
+        env_steps("EASEL_VAE_STEPS", 1000)
     };
     let mut opt = trainer.vae_optimizer(1e-3)?;
     for step in 0..vae_steps {
         opt.set_learning_rate(lr(1e-3, step, vae_steps));
+        let mut weights = Vec::with_capacity(VAE_BATCH * (VAE_CROP * VAE_CROP) as usize);
         let images: Vec<_> = (0..VAE_BATCH)
             .map(|_| {
-                let img = Scene::random(&mut rng, false).render(SIDE, &mut rng);
+                let (img, coverage) = Scene::random(&mut rng, false).render_with_coverage(SIDE, &mut rng);
                 let (x, y) = (
                     rng.random_range(0..=SIDE - VAE_CROP),
                     rng.random_range(0..=SIDE - VAE_CROP),
                 );
+                for row in y..y + VAE_CROP {
+                    let at = (row * SIDE + x) as usize;
+                    weights.extend(coverage[at..at + VAE_CROP as usize].iter().map(|c| 1.0 + OBJECT_WEIGHT * c));
+                }
                 imageops::crop_imm(&img, x, y, VAE_CROP, VAE_CROP).to_image()
             })
             .collect();
-        let r = trainer.vae_step(&images, 1e-4, &mut opt)?;
+        let side = VAE_CROP as usize;
+        let weights = Tensor::from_vec(weights, (VAE_BATCH, 1, side, side), &candle_core::Device::Cpu)?;
+        let r = trainer.vae_step(&images, Some(&weights), 1e-4, &mut opt)?;
         report("vae", step, vae_steps, r.loss, started);
     }
     if resume.is_none() {
@@ -202,7 +214,7 @@ fn main() -> Result<()> {
         println!("latent scale {scale:.5}");
     }
 
-    let steps = env_steps("EASEL_DIFFUSION_STEPS", 1200);
+    let steps = env_steps("EASEL_DIFFUSION_STEPS", 3700);
     let batch = env_steps("EASEL_BATCH", BATCH);
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
@@ -210,7 +222,7 @@ fn main() -> Result<()> {
     let mut opt = trainer.diffusion_optimizer(peak)?;
     // Encoding is a third of a step's work, so scenes are encoded FRESH at a time into a pool
     // of recent ones and each batch is drawn from the pool (each caption phrased anew).
-    let mut pool: VecDeque<(Tensor, Scene)> = VecDeque::with_capacity(POOL);
+    let mut pool: VecDeque<Pooled> = VecDeque::with_capacity(POOL);
     while pool.len() < POOL / 4 {
         add_to_pool(&mut pool, &trainer, 32, &mut rng)?;
     }
@@ -220,12 +232,13 @@ fn main() -> Result<()> {
         let picked: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pool.len()))
             .collect();
-        let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].0).collect::<Vec<_>>(), 0)?;
+        let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].latent).collect::<Vec<_>>(), 0)?;
+        let weight = Tensor::cat(&picked.iter().map(|&i| &pool[i].weight).collect::<Vec<_>>(), 0)?;
         let captions: Vec<String> = picked
             .iter()
-            .map(|&i| pool[i].1.caption(&mut rng))
+            .map(|&i| pool[i].scene.caption(&mut rng))
             .collect();
-        let r = trainer.diffusion_step(&z0, &captions, 0.1, &mut opt, &mut rng)?;
+        let r = trainer.diffusion_step(&z0, &captions, Some(&weight), 0.1, &mut opt, &mut rng)?;
         report("diffusion", step, steps, r.loss, started);
         if (step + 1) % 300 == 0 && step + 1 < steps {
             write(&trainer, &dir)?;
@@ -267,21 +280,50 @@ fn write(trainer: &Trainer, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A training scene encoded: its latents, and the weight of each latent pixel's error.
+struct Pooled {
+    latent: Tensor,
+    weight: Tensor,
+    scene: Scene,
+}
+
 /// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
-fn add_to_pool(
-    pool: &mut VecDeque<(Tensor, Scene)>,
-    trainer: &Trainer,
-    n: usize,
-    rng: &mut ChaCha8Rng,
-) -> Result<()> {
+fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
     let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
-    let images: Vec<_> = scenes.iter().map(|s| s.render(SIDE, rng)).collect();
+    let (images, coverages): (Vec<_>, Vec<_>) = scenes.iter().map(|s| s.render_with_coverage(SIDE, rng)).unzip();
     let z = trainer.latents(&images)?;
-    for (i, scene) in scenes.into_iter().enumerate() {
-        pool.push_back((z.narrow(0, i, 1)?.contiguous()?, scene));
+    for ((i, scene), coverage) in scenes.into_iter().enumerate().zip(&coverages) {
+        pool.push_back(Pooled {
+            latent: z.narrow(0, i, 1)?.contiguous()?,
+            weight: latent_weight(coverage)?,
+            scene,
+        });
         if pool.len() > POOL {
             pool.pop_front();
         }
     }
     Ok(())
+}
+
+/// `[1, 1, SIDE / 8, SIDE / 8]`: 1 on the background, up to 1 + OBJECT_WEIGHT on the objects
+/// and the latent pixels next to them (the objects' share of each 8x8 cell, spread one cell).
+fn latent_weight(coverage: &[f32]) -> Result<Tensor> {
+    let (side, cells) = (SIDE as usize, SIDE as usize / 8);
+    let mut share = vec![0f32; cells * cells];
+    for (i, c) in coverage.iter().enumerate() {
+        share[(i / side / 8) * cells + (i % side) / 8] += c / 64.0;
+    }
+    let mut weight = vec![1f32; cells * cells];
+    for (i, w) in weight.iter_mut().enumerate() {
+        let (y, x) = ((i / cells) as isize, (i % cells) as isize);
+        let mut near = 0f32;
+        for (dy, dx) in (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (dy, dx))) {
+            let (ny, nx) = (y + dy, x + dx);
+            if (0..cells as isize).contains(&ny) && (0..cells as isize).contains(&nx) {
+                near = near.max(share[ny as usize * cells + nx as usize]);
+            }
+        }
+        *w += OBJECT_WEIGHT * near;
+    }
+    Ok(Tensor::from_vec(weight, (1, 1, cells, cells), &candle_core::Device::Cpu)?)
 }

@@ -444,11 +444,18 @@ impl Scene {
 
     /// Paints the scene at `side` x `side`, with jitter in colour, place and size from `rng`.
     pub fn render(&self, side: u32, rng: &mut impl Rng) -> RgbImage {
+        self.render_with_coverage(side, rng).0
+    }
+
+    /// [`Scene::render`], and how much of each pixel the objects cover (0..1, row by row):
+    /// training weighs the objects' part of the picture by it.
+    pub fn render_with_coverage(&self, side: u32, rng: &mut impl Rng) -> (RgbImage, Vec<f32>) {
         let jitter = |rng: &mut dyn rand::RngCore, c: [u8; 3]| -> [f32; 3] {
             c.map(|v| (v as f32 + rng.random_range(-12.0f32..12.0)).clamp(0.0, 255.0))
         };
         let bg = jitter(rng, self.painted_background().rgb());
         let mut canvas: Vec<[f32; 3]> = vec![bg; (side * side) as usize];
+        let mut coverage = vec![0f32; (side * side) as usize];
         let s = side as f32;
         for (o, cell) in self.objects.iter().zip(self.painted_positions()) {
             let colour = jitter(rng, o.colour.rgb());
@@ -456,16 +463,25 @@ impl Scene {
             let (cx, cy) = cell.centre();
             let cx = (cx + rng.random_range(-0.035f32..0.035)) * s;
             let cy = (cy + rng.random_range(-0.035f32..0.035)) * s;
-            paint(&mut canvas, side, o.shape, (cx, cy, r), colour);
+            paint(&mut canvas, &mut coverage, side, o.shape, (cx, cy, r), colour);
         }
-        RgbImage::from_fn(side, side, |x, y| {
+        let img = RgbImage::from_fn(side, side, |x, y| {
             Rgb(canvas[(y * side + x) as usize].map(|v| v.round() as u8))
-        })
+        });
+        (img, coverage)
     }
 }
 
-/// Blends `shape` centred at (cx, cy) with radius r into the canvas, 4x4 samples per pixel.
-pub(crate) fn paint(canvas: &mut [[f32; 3]], side: u32, shape: Shape, (cx, cy, r): (f32, f32, f32), colour: [f32; 3]) {
+/// Blends `shape` centred at (cx, cy) with radius r into the canvas, 4x4 samples per pixel, and
+/// records the share of each pixel it covers in `coverage`.
+pub(crate) fn paint(
+    canvas: &mut [[f32; 3]],
+    coverage: &mut [f32],
+    side: u32,
+    shape: Shape,
+    (cx, cy, r): (f32, f32, f32),
+    colour: [f32; 3],
+) {
     let x0 = ((cx - r - 1.0).floor().max(0.0)) as u32;
     let x1 = ((cx + r + 1.0).ceil().min(side as f32 - 1.0)) as u32;
     let y0 = ((cy - r - 1.0).floor().max(0.0)) as u32;
@@ -484,11 +500,45 @@ pub(crate) fn paint(canvas: &mut [[f32; 3]], side: u32, shape: Shape, (cx, cy, r
             }
             if hits > 0 {
                 let a = hits as f32 / 16.0;
-                let px = &mut canvas[(y * side + x) as usize];
-                for i in 0..3 {
-                    px[i] = px[i] * (1.0 - a) + colour[i] * a;
+                let i = (y * side + x) as usize;
+                coverage[i] = coverage[i].max(a);
+                let px = &mut canvas[i];
+                for c in 0..3 {
+                    px[c] = px[c] * (1.0 - a) + colour[c] * a;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// The coverage is where the objects were painted: none on the background, about the
+    /// shape's area in all (a medium circle: π·(0.15·side)², size jitter ±10 %).
+    #[test]
+    fn coverage_marks_the_objects_pixels() {
+        let scene = Scene {
+            background: Some(Colour::Blue),
+            objects: vec![Object { colour: Colour::Red, shape: Shape::Circle, position: None, size: None }],
+        };
+        let side = 128;
+        let (img, coverage) = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(1));
+        assert_eq!(coverage.len(), (side * side) as usize);
+        let area: f32 = coverage.iter().sum();
+        let expected = std::f32::consts::PI * (0.15 * side as f32).powi(2);
+        assert!((area / expected - 1.0).abs() < 0.25, "covered {area} px, a circle has {expected}");
+        // Edge pixels are a blend; the others are plainly the circle's or the background's.
+        for (i, (&c, px)) in coverage.iter().zip(img.pixels()).enumerate() {
+            if (0.25..=0.75).contains(&c) {
+                continue;
+            }
+            let reddish = px.0[0] > px.0[2];
+            assert_eq!(c > 0.5, reddish, "pixel {i}: coverage {c}, colour {:?}", px.0);
+        }
+        assert_eq!(coverage[0], 0.0);
     }
 }

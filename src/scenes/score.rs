@@ -163,7 +163,8 @@ fn template(shape: Shape) -> Vec<bool> {
     let side = 256u32;
     let mut canvas = vec![[0.0f32; 3]; (side * side) as usize];
     let half = side as f32 / 2.0;
-    paint(&mut canvas, side, shape, (half, half, half * 0.9), [255.0; 3]);
+    let mut coverage = vec![0.0f32; (side * side) as usize];
+    paint(&mut canvas, &mut coverage, side, shape, (half, half, half * 0.9), [255.0; 3]);
     let on = |x: u32, y: u32| canvas[(y * side + x) as usize][0] > 127.0;
     let xs: Vec<u32> = (0..side).filter(|&x| (0..side).any(|y| on(x, y))).collect();
     let ys: Vec<u32> = (0..side).filter(|&y| (0..side).any(|x| on(x, y))).collect();
