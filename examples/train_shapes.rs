@@ -50,7 +50,7 @@ const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloure
 # SD 1.5's architecture at tiny size, trained from scratch by
 # `cargo run --release --features ssr --example train_shapes`.
 kind = "sd15"
-description = "Shapes (in training): paints the background colour asked for, not yet the shapes"
+description = "Shapes (in training): paints the background and object colours asked for more often than not; shapes and places not yet"
 generated_by = "cargo run --release --features ssr --example train_shapes"
 dtype = "f16"
 scheduler = "ddim"
