@@ -4,7 +4,8 @@
 //! out. Seeded: the same command on the same machine writes the same files.
 //!
 //! Usage: `cargo run --release --features ssr --example train_shapes [-- <models dir>]`
-//! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS (for trying things out);
+//! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS, the batch of diffusion steps
+//! with EASEL_BATCH (for trying things out);
 //! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there;
 //! EASEL_VAE_FROM=<models dir> takes the VAE written there and trains the rest anew;
 //! EASEL_SEED=<n> draws other scenes (a resumed run should not see the first run's again).

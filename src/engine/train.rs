@@ -185,21 +185,6 @@ impl Trainer {
         (mean.detach() * self.latent_scale)?.contiguous()
     }
 
-    /// Pictures from scaled latents (the inverse of [`Trainer::latents`], up to what the VAE
-    /// loses): to look at what the VAE keeps of a scene.
-    pub fn decode_latents(&self, z: &Tensor) -> Result<Vec<RgbImage>> {
-        let x = self.vae.1.decode(&(z / self.latent_scale)?)?;
-        let (n, _, h, w) = x.dims4()?;
-        let x = ((x.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.to_dtype(DType::U8)?;
-        (0..n)
-            .map(|i| {
-                let rgb = x.get(i)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<u8>()?;
-                RgbImage::from_raw(w as u32, h as u32, rgb)
-                    .ok_or_else(|| candle_core::Error::Msg("decoded picture has the wrong size".into()))
-            })
-            .collect()
-    }
-
     /// Sets the latent scale so that the latents of `images` have standard deviation `std`;
     /// returns it. SD's 0.18215 made its 64² latents unit-variance; a model with smaller latents
     /// needs less than 1, or its noise schedule leaves the picture's colours readable through
