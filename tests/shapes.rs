@@ -38,7 +38,7 @@ fn paint(prompt: &str, side: u32, seed: u64) -> image::RgbImage {
 /// the issue's bar (colour and background 90 %, shape and position 75 %), less what 40 prompts
 /// can miss by chance; `evaluate_shapes` measures the full set.
 #[test]
-#[ignore = "issue 10's goal, not met yet: the committed model paints colours, not yet shapes and places (see models/README.md); run with --ignored"]
+#[ignore = "issue 10's goal, not met yet: the committed model meets the background floor only, not yet shapes and places (see models/README.md); run with --ignored"]
 fn the_default_model_paints_held_out_prompts_right() {
     let report = evaluate(40, 128, 4242, paint);
     let table = report.table();
@@ -50,6 +50,17 @@ fn the_default_model_paints_held_out_prompts_right() {
     assert!(report.background.share() >= 0.85, "{table}");
     assert!(report.shape.share() >= 0.65, "{table}");
     assert!(report.position.share() >= 0.65, "{table}");
+}
+
+/// The one floor the committed model meets: the background colour asked for, on the same 40
+/// held-out prompts as above (the issue's 90 %, less what 40 prompts can miss by chance).
+#[test]
+fn the_default_model_paints_the_background_asked_for() {
+    let report = evaluate(40, 128, 4242, paint);
+    let table = report.table();
+    println!("{table}");
+    assert!(report.background.named >= 10, "{table}");
+    assert!(report.background.share() >= 0.85, "{table}");
 }
 
 /// The issue's own example, looked at directly: the centre is red and the border blue.
