@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use easel::engine::{DevicePreference, Engine, GenerateRequest};
-use easel::scenes::score::evaluate;
+use easel::scenes::score::{evaluate, Report};
 use tokenizers::Tokenizer;
 
 fn models_dir() -> PathBuf {
@@ -34,31 +34,38 @@ fn paint(prompt: &str, side: u32, seed: u64) -> image::RgbImage {
     shapes().generate(&req, &mut |_| {}, &AtomicBool::new(false)).expect("generation succeeds")
 }
 
-/// The evaluator on 40 held-out prompts at 128x128 (the model's default size). The floors are
-/// the issue's bar (colour and background 90 %, shape and position 75 %), less what 40 prompts
-/// can miss by chance; `evaluate_shapes` measures the full set.
+/// The evaluator on 40 held-out prompts at 128x128 (the model's default size), painted once for
+/// the floor tests below; the table and the misses are printed for whoever reads the log.
+fn forty_held_out() -> &'static Report {
+    static R: OnceLock<Report> = OnceLock::new();
+    R.get_or_init(|| {
+        let report = evaluate(40, 128, 4242, paint);
+        println!("{}", report.table());
+        for miss in &report.misses {
+            println!("  miss: {miss}");
+        }
+        report
+    })
+}
+
+/// The floors are the issue's bar (colour and background 90 %, shape and position 75 %), less
+/// what 40 prompts can miss by chance; `evaluate_shapes` measures the full set.
 #[test]
 #[ignore = "issue 10's goal, not met yet: the committed model meets the background floor only, not yet shapes and places (see models/README.md); run with --ignored"]
 fn the_default_model_paints_held_out_prompts_right() {
-    let report = evaluate(40, 128, 4242, paint);
+    let report = forty_held_out();
     let table = report.table();
-    println!("{table}");
-    for miss in &report.misses {
-        println!("  miss: {miss}");
-    }
     assert!(report.colour.share() >= 0.85, "{table}");
     assert!(report.background.share() >= 0.85, "{table}");
     assert!(report.shape.share() >= 0.65, "{table}");
     assert!(report.position.share() >= 0.65, "{table}");
 }
 
-/// The one floor the committed model meets: the background colour asked for, on the same 40
-/// held-out prompts as above (the issue's 90 %, less what 40 prompts can miss by chance).
+/// The one floor the committed model meets: the background colour asked for.
 #[test]
 fn the_default_model_paints_the_background_asked_for() {
-    let report = evaluate(40, 128, 4242, paint);
+    let report = forty_held_out();
     let table = report.table();
-    println!("{table}");
     assert!(report.background.named >= 10, "{table}");
     assert!(report.background.share() >= 0.85, "{table}");
 }
