@@ -55,6 +55,17 @@ impl GroupNorm {
     }
 
     fn run(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
+        if self.trainable && xs.device().is_cpu() && xs.dtype() == DType::F32 && xs.rank() >= 3 {
+            // Training: the same kernel with a backward pass of its own (candle's composed
+            // group norm is seven ops forward and more backward, each a pass over the tensor).
+            let op = GroupNormOp {
+                groups: self.groups,
+                eps: self.eps,
+                silu: false,
+            };
+            let out = xs.contiguous()?.apply_op3(&self.weight, &self.bias, op)?;
+            return if silu { nn::ops::silu(&out) } else { Ok(out) };
+        }
         if !cpu_f32(xs, self.trainable) || xs.rank() < 3 {
             let out = self.fallback.forward(xs)?;
             return if silu { nn::ops::silu(&out) } else { Ok(out) };
@@ -124,6 +135,152 @@ impl CustomOp3 for GroupNormOp {
                 vectorized(|| normalize_group(x, out, plane, gamma, beta, self.eps, self.silu));
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.silu {
+            candle_core::bail!("group norm: no backward pass with SiLU fused in")
+        }
+        let op = GroupNormGradOp {
+            groups: self.groups,
+            eps: self.eps,
+        };
+        let all =
+            x.contiguous()?
+                .apply_op3_no_bwd(&gamma.contiguous()?, &grad.contiguous()?, &op)?;
+        let (n, c) = (x.elem_count(), gamma.elem_count());
+        Ok((
+            Some(all.narrow(0, 0, n)?.reshape(x.shape())?),
+            Some(all.narrow(0, n, c)?),
+            Some(all.narrow(0, n + c, c)?),
+        ))
+    }
+}
+
+/// The gradients of [`GroupNormOp`] (no SiLU) from `(x, gamma, grad of the output)`, as one
+/// flat tensor: the input's gradient, then gamma's, then beta's. With `x̂` the normalized input
+/// and `g = grad · gamma`: `dx = rstd · (g − mean(g) − x̂ · mean(g · x̂))` per group,
+/// `dgamma = Σ grad · x̂`, `dbeta = Σ grad` per channel.
+struct GroupNormGradOp {
+    groups: usize,
+    eps: f64,
+}
+
+impl CustomOp3 for GroupNormGradOp {
+    fn name(&self) -> &'static str {
+        "easel-group-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let dims = l1.dims();
+        let channels = dims[1];
+        if channels % self.groups != 0 || gamma.len() != channels || grad.len() != x.len() {
+            candle_core::bail!(
+                "group norm gradient: shapes {dims:?}, {} weights, {} gradients",
+                gamma.len(),
+                grad.len()
+            )
+        }
+        let plane: usize = dims[2..].iter().product();
+        let per_channel = channels / self.groups;
+        let per_group = per_channel * plane;
+        let mut dx = vec![0f32; x.len()];
+        // Per (item, group): its channels' partial dgamma and dbeta, summed over items below.
+        let mut partial = vec![0f64; x.len() / plane * 2];
+        dx.par_chunks_mut(per_group)
+            .zip(partial.par_chunks_mut(per_channel * 2))
+            .enumerate()
+            .for_each(|(i, (dx, partial))| {
+                let (x, grad) = (
+                    &x[i * per_group..][..per_group],
+                    &grad[i * per_group..][..per_group],
+                );
+                let gamma = &gamma[(i % self.groups) * per_channel..][..per_channel];
+                vectorized(|| group_grad(x, grad, gamma, dx, partial, plane, self.eps));
+            });
+        let mut out = dx;
+        let mut dgamma = vec![0f64; channels];
+        let mut dbeta = vec![0f64; channels];
+        for (row, pair) in partial.chunks_exact(2).enumerate() {
+            dgamma[row % channels] += pair[0];
+            dbeta[row % channels] += pair[1];
+        }
+        out.extend(dgamma.iter().chain(&dbeta).map(|&v| v as f32));
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// One group's input gradient into `dx`, and per channel `[Σ grad · x̂, Σ grad]` into `partial`.
+#[inline(always)]
+fn group_grad(
+    x: &[f32],
+    grad: &[f32],
+    gamma: &[f32],
+    dx: &mut [f32],
+    partial: &mut [f64],
+    plane: usize,
+    eps: f64,
+) {
+    const LANES: usize = 16;
+    let n = x.len() as f64;
+    let mean = (lane_sum::<LANES>(x, |v| v) / n) as f32;
+    let var = lane_sum::<LANES>(x, |v| (v - mean) * (v - mean)) / n;
+    let rstd = (1.0 / (var + eps).sqrt()) as f32;
+    let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+    for (c, (x, grad)) in x
+        .chunks_exact(plane)
+        .zip(grad.chunks_exact(plane))
+        .enumerate()
+    {
+        let mut acc = [0f32; LANES];
+        let mut acc_x = [0f32; LANES];
+        let (xc, gc) = (x.chunks_exact(LANES), grad.chunks_exact(LANES));
+        let (mut tail, mut tail_x) = (0f64, 0f64);
+        for (&v, &g) in xc.remainder().iter().zip(gc.remainder()) {
+            tail += g as f64;
+            tail_x += (g * (v - mean) * rstd) as f64;
+        }
+        for (x, g) in xc.zip(gc) {
+            for j in 0..LANES {
+                acc[j] += g[j];
+                acc_x[j] += g[j] * (x[j] - mean) * rstd;
+            }
+        }
+        let dbeta = acc.iter().map(|&a| a as f64).sum::<f64>() + tail;
+        let dgamma = acc_x.iter().map(|&a| a as f64).sum::<f64>() + tail_x;
+        partial[2 * c] = dgamma;
+        partial[2 * c + 1] = dbeta;
+        sum_g += gamma[c] as f64 * dbeta;
+        sum_gx += gamma[c] as f64 * dgamma;
+    }
+    let (mean_g, mean_gx) = ((sum_g / n) as f32, (sum_gx / n) as f32);
+    for (c, (dx, (x, grad))) in dx
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(plane).zip(grad.chunks_exact(plane)))
+        .enumerate()
+    {
+        let gm = gamma[c];
+        for ((d, &v), &g) in dx.iter_mut().zip(x).zip(grad) {
+            let xhat = (v - mean) * rstd;
+            *d = rstd * (g * gm - mean_g - xhat * mean_gx);
+        }
     }
 }
 
@@ -348,19 +505,26 @@ fn softmax_row(x: &[f32], out: &mut [f32]) {
 /// `out`'s rows from `x`'s (`in_row` elements each to `out_row`), rows in batches of a few
 /// thousand elements per task (short rows do not each pay for one), each batch run in
 /// [`vectorized`] with `row_fn` inlined (a named `#[inline(always)]` function).
-fn map_rows(x: &[f32], in_row: usize, out_row: usize, row_fn: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+fn map_rows(
+    x: &[f32],
+    in_row: usize,
+    out_row: usize,
+    row_fn: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
     if x.is_empty() || in_row == 0 {
         return Vec::new();
     }
     let rows_per_task = (8192 / in_row).max(1);
     let mut out = vec![0f32; x.len() / in_row * out_row];
-    out.par_chunks_mut(out_row * rows_per_task).zip(x.par_chunks(in_row * rows_per_task)).for_each(|(out, x)| {
-        vectorized(|| {
-            for (out, x) in out.chunks_exact_mut(out_row).zip(x.chunks_exact(in_row)) {
-                row_fn(x, out)
-            }
-        })
-    });
+    out.par_chunks_mut(out_row * rows_per_task)
+        .zip(x.par_chunks(in_row * rows_per_task))
+        .for_each(|(out, x)| {
+            vectorized(|| {
+                for (out, x) in out.chunks_exact_mut(out_row).zip(x.chunks_exact(in_row)) {
+                    row_fn(x, out)
+                }
+            })
+        });
     out
 }
 
@@ -637,8 +801,16 @@ impl CustomOp2 for ConvKernelGrad {
         let (b, c, h, w) = l1.shape().dims4()?;
         let (b2, o, oh, ow) = l2.shape().dims4()?;
         let ((kh, kw), p, s) = (self.kernel, self.padding, self.stride);
-        if b != b2 || h + 2 * p < kh || (h + 2 * p - kh) / s + 1 != oh || (w + 2 * p - kw) / s + 1 != ow {
-            candle_core::bail!("conv2d kernel gradient: input {:?} does not fit gradient {:?}", l1.shape(), l2.shape())
+        if b != b2
+            || h + 2 * p < kh
+            || (h + 2 * p - kh) / s + 1 != oh
+            || (w + 2 * p - kw) / s + 1 != ow
+        {
+            candle_core::bail!(
+                "conv2d kernel gradient: input {:?} does not fit gradient {:?}",
+                l1.shape(),
+                l2.shape()
+            )
         }
         let (k, n) = (c * kh * kw, oh * ow);
         // Items are split over the threads, each summing into its own gradient; the sums are
@@ -758,6 +930,41 @@ mod tests {
         assert!(rel < 1e-5, "{what:?}: off by {rel}");
     }
 
+    /// The trainable group norm's output and gradients (input, gamma, beta) are candle's
+    /// composed group norm's, on an input far from zero mean and unit variance.
+    #[test]
+    fn trainable_group_norm_matches_candles_gradients() {
+        let dev = Device::Cpu;
+        let map = nn::VarMap::new();
+        let vb = nn::VarBuilder::from_varmap(&map, DType::F32, &dev);
+        let norm = group_norm(4, 16, 1e-5, vb).unwrap();
+        for var in map.all_vars() {
+            let n = var.elem_count();
+            var.set(&Tensor::randn(1f32, 0.5, n, &dev).unwrap())
+                .unwrap();
+        }
+        let x = candle_core::Var::from_tensor(
+            &(Tensor::randn(0f32, 3., (3, 16, 5, 7), &dev).unwrap() + 2.).unwrap(),
+        )
+        .unwrap();
+        let target = Tensor::randn(0f32, 1., (3, 16, 5, 7), &dev).unwrap();
+        let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
+        let ours = norm.forward(x.as_tensor()).unwrap();
+        let want = norm.fallback.forward(x.as_tensor()).unwrap();
+        assert_close(&ours, &want, "output");
+        let (g_ours, g_want) = (
+            loss(ours).backward().unwrap(),
+            loss(want).backward().unwrap(),
+        );
+        for (name, t) in [
+            ("input", x.as_tensor()),
+            ("gamma", &norm.weight),
+            ("beta", &norm.bias),
+        ] {
+            assert_close(g_ours.get(t).unwrap(), g_want.get(t).unwrap(), name);
+        }
+    }
+
     /// Same numbers as candle's convolution for every kernel, stride and padding the models use,
     /// odd sizes, one and several tiles, with and without bias.
     #[test]
@@ -853,11 +1060,19 @@ mod tests {
     #[test]
     fn geglu_matches_candle() {
         let dev = Device::Cpu;
-        for (shape, scale) in [((2, 77, 2 * 1280), 1.0), ((1, 3, 2 * 5), 6.0), ((1, 4, 2 * 320), 0.01)] {
+        for (shape, scale) in [
+            ((2, 77, 2 * 1280), 1.0),
+            ((1, 3, 2 * 5), 6.0),
+            ((1, 4, 2 * 320), 0.01),
+        ] {
             let h = Tensor::randn(0f32, scale, shape, &dev).unwrap();
             let ours = geglu(&h).unwrap().expect("f32 on the CPU");
             let halves = h.chunk(2, candle_core::D::Minus1).unwrap();
-            assert_close(&ours, &(&halves[0] * halves[1].gelu().unwrap()).unwrap(), shape);
+            assert_close(
+                &ours,
+                &(&halves[0] * halves[1].gelu().unwrap()).unwrap(),
+                shape,
+            );
         }
     }
 
