@@ -6,15 +6,19 @@
 //! Usage: `cargo run --release --features ssr --example evaluate_shapes -- [COUNT] [--save DIR]
 //! [--guidance G] [--seed S]` (COUNT prompts per size, default 200; `--save` writes the pictures
 //! as PNGs; `--guidance` tries another scale than the model's default; `--seed` draws another
-//! set of prompts, e.g. to tune settings on prompts other than the reported ones.)
+//! set of prompts, e.g. to tune settings on prompts other than the reported ones; `--vae` judges
+//! instead the scenes themselves rendered and passed through the VAE, encoded and decoded: the
+//! most any diffusion model on that VAE can score.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use easel::engine::{read_model_spec, Trainer};
 use easel::engine::{DevicePreference, Engine, GenerateRequest};
-use easel::scenes::score::evaluate;
+use easel::scenes::score::{evaluate, evaluate_scenes};
+use rand::SeedableRng;
 
 /// Not the training seed: these prompts are drawn apart from training's.
 const SEED: u64 = 777;
@@ -22,12 +26,23 @@ const SEED: u64 = 777;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
     let save = flag("--save").map(PathBuf::from);
     let guidance: Option<f64> = flag("--guidance").map(|g| g.parse()).transpose()?;
-    let seed: u64 = flag("--seed").map(|s| s.parse()).transpose()?.unwrap_or(SEED);
+    let seed: u64 = flag("--seed")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(SEED);
     let models = std::env::var("EASEL_MODELS_DIR").unwrap_or_else(|_| "models".into());
-    let engine = Engine::load(Path::new(&models), "shapes", DevicePreference::Cpu).context("loading models/shapes")?;
+    if args.iter().any(|a| a == "--vae") {
+        return judge_vae(Path::new(&models), count, seed);
+    }
+    let engine = Engine::load(Path::new(&models), "shapes", DevicePreference::Cpu)
+        .context("loading models/shapes")?;
     let spec = engine.spec().clone();
     let mut sides = vec![128];
     if spec.default_width != 128 {
@@ -46,12 +61,18 @@ fn main() -> Result<()> {
                 seed,
             };
             let started = Instant::now();
-            let img = engine.generate(&req, &mut |_| {}, &AtomicBool::new(false)).expect("generation succeeds");
+            let img = engine
+                .generate(&req, &mut |_| {}, &AtomicBool::new(false))
+                .expect("generation succeeds");
             times.push(started.elapsed().as_secs_f64());
             if let Some(dir) = &save {
                 std::fs::create_dir_all(dir).expect("creating the save folder");
-                let name: String = prompt.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-                img.save(dir.join(format!("{side}-{seed}-{name}.png"))).expect("saving a picture");
+                let name: String = prompt
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                img.save(dir.join(format!("{side}-{seed}-{name}.png")))
+                    .expect("saving a picture");
             }
             img
         });
@@ -68,6 +89,28 @@ fn main() -> Result<()> {
             println!("  miss: {miss}");
         }
         println!();
+    }
+    Ok(())
+}
+
+/// Renders the held-out scenes, passes them through the VAE and judges what comes back.
+fn judge_vae(models: &Path, count: usize, seed: u64) -> Result<()> {
+    let spec = read_model_spec(models, "shapes")?;
+    let dir = models.join("shapes");
+    let tokenizer = tokenizers::Tokenizer::from_file(dir.join(&spec.files.tokenizer.file))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut trainer = Trainer::new(spec, tokenizer, 0).map_err(|e| anyhow::anyhow!(e))?;
+    trainer.reuse_vae(&dir)?;
+    let report = evaluate_scenes(count, 128, seed, |scene, _, side, seed| {
+        let img = scene.render(side, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        trainer.reconstruct(&[img]).expect("the VAE runs").remove(0)
+    });
+    println!(
+        "the VAE alone (rendered scenes encoded and decoded):\n{}",
+        report.table()
+    );
+    for miss in report.misses.iter().take(20) {
+        println!("  miss: {miss}");
     }
     Ok(())
 }

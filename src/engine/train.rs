@@ -185,6 +185,26 @@ impl Trainer {
         (mean.detach() * self.latent_scale)?.contiguous()
     }
 
+    /// `images` encoded (latent mean) and decoded again: what the VAE keeps of them.
+    pub fn reconstruct(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
+        let (mean, _) = self.vae.1.encode(&images_tensor(images, &self.dev)?)?;
+        let x = ((self.vae.1.decode(&mean)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?;
+        let (n, _, h, w) = x.dims4()?;
+        let pixels = x
+            .permute((0, 2, 3, 1))?
+            .to_dtype(DType::U8)?
+            .flatten_all()?
+            .to_vec1::<u8>()?;
+        let per = h * w * 3;
+        Ok(pixels
+            .chunks_exact(per)
+            .take(n)
+            .map(|p| {
+                RgbImage::from_raw(w as u32, h as u32, p.to_vec()).expect("one picture's bytes")
+            })
+            .collect())
+    }
+
     /// Sets the latent scale so that the latents of `images` have standard deviation `std`;
     /// returns it. SD's 0.18215 made its 64² latents unit-variance; a model with smaller latents
     /// needs less than 1, or its noise schedule leaves the picture's colours readable through
@@ -220,7 +240,9 @@ impl Trainer {
         rng: &mut ChaCha8Rng,
     ) -> Result<StepReport> {
         let n = self.alphas_cumprod.len();
-        let ts: Vec<usize> = (0..captions.len()).map(|_| rng.random_range(0..n)).collect();
+        let ts: Vec<usize> = (0..captions.len())
+            .map(|_| rng.random_range(0..n))
+            .collect();
         let dropped: Vec<&str> = captions
             .iter()
             .map(|c| {
@@ -428,7 +450,14 @@ mod tests {
             ClipText::new(vb.pp("clip"), &spec.arch.clip, false).unwrap(),
             Vae::new(vb.pp("vae"), &spec.arch.vae, true).unwrap(),
         );
-        let max_abs = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let max_abs = |t: &Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
         let close = |a: &Tensor, b: &Tensor, what: &str| {
             let (d, m) = (max_abs(&(a - b).unwrap()), max_abs(b));
             assert!(d <= 1e-4 * m.max(1.0), "{what}: off by {d} (scale {m})");

@@ -299,6 +299,17 @@ impl Report {
 /// Paints `count` prompts the model was not trained on (held-out combinations in free
 /// phrasing, drawn from `seed`) with `paint(prompt, side, seed)` and judges each picture.
 pub fn evaluate(count: usize, side: u32, seed: u64, mut paint: impl FnMut(&str, u32, u64) -> RgbImage) -> Report {
+    evaluate_scenes(count, side, seed, |_, prompt, side, seed| paint(prompt, side, seed))
+}
+
+/// [`evaluate`] with the scene itself handed to `paint(scene, prompt, side, seed)` as well: for
+/// judging what the VAE alone keeps of rendered scenes (the most a model built on it can score).
+pub fn evaluate_scenes(
+    count: usize,
+    side: u32,
+    seed: u64,
+    mut paint: impl FnMut(&Scene, &str, u32, u64) -> RgbImage,
+) -> Report {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut report = Report {
@@ -308,7 +319,7 @@ pub fn evaluate(count: usize, side: u32, seed: u64, mut paint: impl FnMut(&str, 
     for i in 0..count {
         let scene = Scene::random(&mut rng, true);
         let prompt = scene.caption(&mut rng);
-        let img = paint(&prompt, side, seed.wrapping_add(i as u64));
+        let img = paint(&scene, &prompt, side, seed.wrapping_add(i as u64));
         let v = judge(&img, &scene);
         report.prompts += 1;
         report.background.add(v.background);
