@@ -51,7 +51,7 @@ const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloure
 # SD 1.5's architecture at tiny size, trained from scratch by
 # `cargo run --release --features ssr --example train_shapes`.
 kind = "sd15"
-description = "Shapes (in training): paints the background colour asked for and most object colours, about half in place; shapes not yet"
+description = "Shapes (in training): paints the background colour asked for and most object colours, about two in three in place; shapes not yet"
 generated_by = "cargo run --release --features ssr --example train_shapes"
 dtype = "f16"
 scheduler = "ddim"
@@ -158,7 +158,10 @@ fn main() -> Result<()> {
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = parse_model_spec(&MODEL_TOML.replace("VAE_SCALE", "1.0"), NAME, &dir)?;
-    let seed = std::env::var("EASEL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(SEED);
+    let seed = std::env::var("EASEL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEED);
     let mut trainer = Trainer::new(spec, tok, seed).map_err(|e| anyhow::anyhow!(e))?;
     let [c, u, v] = trainer.parameter_counts();
     println!("parameters: text encoder {c}, UNet {u}, VAE {v}");
@@ -184,7 +187,7 @@ fn main() -> Result<()> {
     let vae_steps = if resume.is_some() || vae_from.is_some() {
         0
     } else {
-        env_steps("EASEL_VAE_STEPS", 1000)
+        env_steps("EASEL_VAE_STEPS", 1300)
     };
     let mut opt = trainer.vae_optimizer(1e-3)?;
     for step in 0..vae_steps {
@@ -192,20 +195,29 @@ fn main() -> Result<()> {
         let mut weights = Vec::with_capacity(VAE_BATCH * (VAE_CROP * VAE_CROP) as usize);
         let images: Vec<_> = (0..VAE_BATCH)
             .map(|_| {
-                let (img, coverage) = Scene::random(&mut rng, false).render_with_coverage(SIDE, &mut rng);
+                let (img, coverage) =
+                    Scene::random(&mut rng, false).render_with_coverage(SIDE, &mut rng);
                 let (x, y) = (
                     rng.random_range(0..=SIDE - VAE_CROP),
                     rng.random_range(0..=SIDE - VAE_CROP),
                 );
                 for row in y..y + VAE_CROP {
                     let at = (row * SIDE + x) as usize;
-                    weights.extend(coverage[at..at + VAE_CROP as usize].iter().map(|c| 1.0 + OBJECT_WEIGHT * c));
+                    weights.extend(
+                        coverage[at..at + VAE_CROP as usize]
+                            .iter()
+                            .map(|c| 1.0 + OBJECT_WEIGHT * c),
+                    );
                 }
                 imageops::crop_imm(&img, x, y, VAE_CROP, VAE_CROP).to_image()
             })
             .collect();
         let side = VAE_CROP as usize;
-        let weights = Tensor::from_vec(weights, (VAE_BATCH, 1, side, side), &candle_core::Device::Cpu)?;
+        let weights = Tensor::from_vec(
+            weights,
+            (VAE_BATCH, 1, side, side),
+            &candle_core::Device::Cpu,
+        )?;
         let r = trainer.vae_step(&images, Some(&weights), 1e-4, &mut opt)?;
         report("vae", step, vae_steps, r.loss, started);
     }
@@ -217,7 +229,7 @@ fn main() -> Result<()> {
         println!("latent scale {scale:.5}");
     }
 
-    let steps = env_steps("EASEL_DIFFUSION_STEPS", 3700);
+    let steps = env_steps("EASEL_DIFFUSION_STEPS", 4200);
     let batch = env_steps("EASEL_BATCH", BATCH);
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
@@ -235,8 +247,14 @@ fn main() -> Result<()> {
         let picked: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pool.len()))
             .collect();
-        let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].latent).collect::<Vec<_>>(), 0)?;
-        let weight = Tensor::cat(&picked.iter().map(|&i| &pool[i].weight).collect::<Vec<_>>(), 0)?;
+        let z0 = Tensor::cat(
+            &picked.iter().map(|&i| &pool[i].latent).collect::<Vec<_>>(),
+            0,
+        )?;
+        let weight = Tensor::cat(
+            &picked.iter().map(|&i| &pool[i].weight).collect::<Vec<_>>(),
+            0,
+        )?;
         let captions: Vec<String> = picked
             .iter()
             .map(|&i| pool[i].scene.caption(&mut rng))
@@ -291,9 +309,17 @@ struct Pooled {
 }
 
 /// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
-fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+fn add_to_pool(
+    pool: &mut VecDeque<Pooled>,
+    trainer: &Trainer,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<()> {
     let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
-    let (images, coverages): (Vec<_>, Vec<_>) = scenes.iter().map(|s| s.render_with_coverage(SIDE, rng)).unzip();
+    let (images, coverages): (Vec<_>, Vec<_>) = scenes
+        .iter()
+        .map(|s| s.render_with_coverage(SIDE, rng))
+        .unzip();
     let z = trainer.latents(&images)?;
     for ((i, scene), coverage) in scenes.into_iter().enumerate().zip(&coverages) {
         pool.push_back(Pooled {
@@ -328,5 +354,9 @@ fn latent_weight(coverage: &[f32]) -> Result<Tensor> {
         }
         *w += OBJECT_WEIGHT * near;
     }
-    Ok(Tensor::from_vec(weight, (1, 1, cells, cells), &candle_core::Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        weight,
+        (1, 1, cells, cells),
+        &candle_core::Device::Cpu,
+    )?)
 }
