@@ -114,16 +114,7 @@ impl CustomOp3 for GroupNormOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, gamma, beta) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
-        let dims = l1.dims();
-        let channels = dims[1];
-        if channels % self.groups != 0 || gamma.len() != channels || beta.len() != channels {
-            candle_core::bail!(
-                "group norm: {channels} channels, {} groups, {} weights",
-                self.groups,
-                gamma.len()
-            )
-        }
-        let plane: usize = dims[2..].iter().product();
+        let (channels, plane) = group_dims(l1, self.groups, [gamma.len(), beta.len()])?;
         let per_group = channels / self.groups * plane;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(per_group)
@@ -188,16 +179,10 @@ impl CustomOp3 for GroupNormGradOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, gamma, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
-        let dims = l1.dims();
-        let channels = dims[1];
-        if channels % self.groups != 0 || gamma.len() != channels || grad.len() != x.len() {
-            candle_core::bail!(
-                "group norm gradient: shapes {dims:?}, {} weights, {} gradients",
-                gamma.len(),
-                grad.len()
-            )
+        let (channels, plane) = group_dims(l1, self.groups, [gamma.len(), gamma.len()])?;
+        if grad.len() != x.len() {
+            candle_core::bail!("group norm gradient: {} gradients for {} inputs", grad.len(), x.len())
         }
-        let plane: usize = dims[2..].iter().product();
         let per_channel = channels / self.groups;
         let per_group = per_channel * plane;
         let mut dx = vec![0f32; x.len()];
@@ -282,6 +267,17 @@ fn group_grad(
             *d = rstd * (g * gm - mean_g - xhat * mean_gx);
         }
     }
+}
+
+/// Channels and plane size of a group norm's input `[b, c, ...]`, checked against the group
+/// count and the lengths of the per-channel weights.
+fn group_dims(input: &Layout, groups: usize, weights: [usize; 2]) -> Result<(usize, usize)> {
+    let dims = input.dims();
+    let channels = dims[1];
+    if channels % groups != 0 || weights.iter().any(|&w| w != channels) {
+        candle_core::bail!("group norm: {channels} channels, {groups} groups, {weights:?} weights")
+    }
+    Ok((channels, dims[2..].iter().product()))
 }
 
 /// One group: `x` holds its channels' planes one after another.
