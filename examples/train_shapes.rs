@@ -158,10 +158,7 @@ fn main() -> Result<()> {
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = parse_model_spec(&MODEL_TOML.replace("VAE_SCALE", "1.0"), NAME, &dir)?;
-    let seed = std::env::var("EASEL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(SEED);
+    let seed = std::env::var("EASEL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(SEED);
     let mut trainer = Trainer::new(spec, tok, seed).map_err(|e| anyhow::anyhow!(e))?;
     let [c, u, v] = trainer.parameter_counts();
     println!("parameters: text encoder {c}, UNet {u}, VAE {v}");
@@ -195,29 +192,20 @@ fn main() -> Result<()> {
         let mut weights = Vec::with_capacity(VAE_BATCH * (VAE_CROP * VAE_CROP) as usize);
         let images: Vec<_> = (0..VAE_BATCH)
             .map(|_| {
-                let (img, coverage) =
-                    Scene::random(&mut rng, false).render_with_coverage(SIDE, &mut rng);
+                let (img, coverage) = Scene::random(&mut rng, false).render_with_coverage(SIDE, &mut rng);
                 let (x, y) = (
                     rng.random_range(0..=SIDE - VAE_CROP),
                     rng.random_range(0..=SIDE - VAE_CROP),
                 );
                 for row in y..y + VAE_CROP {
                     let at = (row * SIDE + x) as usize;
-                    weights.extend(
-                        coverage[at..at + VAE_CROP as usize]
-                            .iter()
-                            .map(|c| 1.0 + OBJECT_WEIGHT * c),
-                    );
+                    weights.extend(coverage[at..at + VAE_CROP as usize].iter().map(|c| 1.0 + OBJECT_WEIGHT * c));
                 }
                 imageops::crop_imm(&img, x, y, VAE_CROP, VAE_CROP).to_image()
             })
             .collect();
         let side = VAE_CROP as usize;
-        let weights = Tensor::from_vec(
-            weights,
-            (VAE_BATCH, 1, side, side),
-            &candle_core::Device::Cpu,
-        )?;
+        let weights = Tensor::from_vec(weights, (VAE_BATCH, 1, side, side), &candle_core::Device::Cpu)?;
         let r = trainer.vae_step(&images, Some(&weights), 1e-4, &mut opt)?;
         report("vae", step, vae_steps, r.loss, started);
     }
@@ -247,14 +235,8 @@ fn main() -> Result<()> {
         let picked: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pool.len()))
             .collect();
-        let z0 = Tensor::cat(
-            &picked.iter().map(|&i| &pool[i].latent).collect::<Vec<_>>(),
-            0,
-        )?;
-        let weight = Tensor::cat(
-            &picked.iter().map(|&i| &pool[i].weight).collect::<Vec<_>>(),
-            0,
-        )?;
+        let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].latent).collect::<Vec<_>>(), 0)?;
+        let weight = Tensor::cat(&picked.iter().map(|&i| &pool[i].weight).collect::<Vec<_>>(), 0)?;
         let captions: Vec<String> = picked
             .iter()
             .map(|&i| pool[i].scene.caption(&mut rng))
@@ -309,17 +291,9 @@ struct Pooled {
 }
 
 /// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
-fn add_to_pool(
-    pool: &mut VecDeque<Pooled>,
-    trainer: &Trainer,
-    n: usize,
-    rng: &mut ChaCha8Rng,
-) -> Result<()> {
+fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
     let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
-    let (images, coverages): (Vec<_>, Vec<_>) = scenes
-        .iter()
-        .map(|s| s.render_with_coverage(SIDE, rng))
-        .unzip();
+    let (images, coverages): (Vec<_>, Vec<_>) = scenes.iter().map(|s| s.render_with_coverage(SIDE, rng)).unzip();
     let z = trainer.latents(&images)?;
     for ((i, scene), coverage) in scenes.into_iter().enumerate().zip(&coverages) {
         pool.push_back(Pooled {
@@ -354,9 +328,5 @@ fn latent_weight(coverage: &[f32]) -> Result<Tensor> {
         }
         *w += OBJECT_WEIGHT * near;
     }
-    Ok(Tensor::from_vec(
-        weight,
-        (1, 1, cells, cells),
-        &candle_core::Device::Cpu,
-    )?)
+    Ok(Tensor::from_vec(weight, (1, 1, cells, cells), &candle_core::Device::Cpu)?)
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use easel::engine::{DevicePreference, Engine, GenerateRequest};
-use easel::scenes::score::{evaluate, Report};
+use easel::scenes::score::{evaluate, median_rgb, Report};
 use easel::scenes::Colour;
 use tokenizers::Tokenizer;
 
@@ -77,18 +77,7 @@ fn the_default_model_paints_the_background_asked_for() {
 #[test]
 fn a_red_circle_on_a_blue_background() {
     let median = |img: &image::RgbImage, xs: std::ops::Range<u32>, ys: std::ops::Range<u32>| {
-        let mut ch: [Vec<u8>; 3] = Default::default();
-        for y in ys {
-            for x in xs.clone() {
-                for (c, v) in ch.iter_mut().zip(img.get_pixel(x, y).0) {
-                    c.push(v);
-                }
-            }
-        }
-        ch.map(|mut c| {
-            c.sort_unstable();
-            c[c.len() / 2] as f32
-        })
+        median_rgb(img, ys.flat_map(move |y| xs.clone().map(move |x| (x, y))))
     };
     for seed in [1, 2, 3] {
         let img = paint("a red circle on a blue background", 128, seed);

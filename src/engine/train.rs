@@ -189,7 +189,7 @@ impl Trainer {
     pub fn reconstruct(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
         let (mean, _) = self.vae.1.encode(&images_tensor(images, &self.dev)?)?;
         let x = ((self.vae.1.decode(&mean)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?;
-        let (n, _, h, w) = x.dims4()?;
+        let (_, _, h, w) = x.dims4()?;
         let pixels = x
             .permute((0, 2, 3, 1))?
             .to_dtype(DType::U8)?
@@ -198,7 +198,6 @@ impl Trainer {
         let per = h * w * 3;
         Ok(pixels
             .chunks_exact(per)
-            .take(n)
             .map(|p| {
                 RgbImage::from_raw(w as u32, h as u32, p.to_vec()).expect("one picture's bytes")
             })
@@ -240,9 +239,7 @@ impl Trainer {
         rng: &mut ChaCha8Rng,
     ) -> Result<StepReport> {
         let n = self.alphas_cumprod.len();
-        let ts: Vec<usize> = (0..captions.len())
-            .map(|_| rng.random_range(0..n))
-            .collect();
+        let ts: Vec<usize> = (0..captions.len()).map(|_| rng.random_range(0..n)).collect();
         let dropped: Vec<&str> = captions
             .iter()
             .map(|c| {

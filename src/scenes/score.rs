@@ -41,7 +41,8 @@ fn median(mut v: Vec<f32>) -> f32 {
     v[v.len() / 2]
 }
 
-fn median_rgb(img: &RgbImage, pixels: impl Iterator<Item = (u32, u32)>) -> [f32; 3] {
+/// The median of each channel over `pixels`.
+pub fn median_rgb(img: &RgbImage, pixels: impl Iterator<Item = (u32, u32)>) -> [f32; 3] {
     let mut ch: [Vec<f32>; 3] = Default::default();
     for (x, y) in pixels {
         let p = img.get_pixel(x, y).0;
