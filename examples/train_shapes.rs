@@ -3,18 +3,14 @@
 //! captions come from `easel::scenes`, rendered on the fly; prompts the evaluator uses are held
 //! out. Seeded: the same command on the same machine writes the same files.
 //!
-//! The latents are chosen, not learnt: each scene's layout (`scenes::Placed::layout`, the picture
-//! at 1/8 scale plus a channel saying which shape each object is). The VAE's decoder learns to
-//! paint the sharp scene from it, its encoder to read it back, and the text encoder and UNet to
-//! paint layouts from captions.
-//!
 //! Usage: `cargo run --release --features ssr --example train_shapes [-- <models dir>]`
-//! Steps can be set with EASEL_DECODER_STEPS, EASEL_ENCODER_STEPS and EASEL_DIFFUSION_STEPS, the
-//! batch of diffusion steps with EASEL_BATCH (for trying things out);
+//! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS, the batch of diffusion steps
+//! with EASEL_BATCH (for trying things out);
 //! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there;
 //! EASEL_VAE_FROM=<models dir> takes the VAE written there and trains the rest anew;
 //! EASEL_SEED=<n> draws other scenes (a resumed run should not see the first run's again).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,7 +18,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 use candle_nn::Optimizer;
 use easel::engine::{parse_model_spec, Trainer};
-use easel::scenes::{Colour, Scene, Shape, LAYOUT_CELL, LAYOUT_CHANNELS, SYNONYMS, VOCABULARY};
+use easel::scenes::{Colour, Scene, Shape, SYNONYMS, VOCABULARY};
 use image::imageops;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,6 +33,8 @@ const SIDE: u32 = 128;
 const VAE_BATCH: usize = 12;
 const VAE_CROP: u32 = 64;
 const BATCH: usize = 16;
+const POOL: usize = 2048;
+const FRESH: usize = 4;
 /// Standard deviation of the scaled latents: 16² latents at unit variance keep the background's
 /// colour readable through SD's noise at t = 999, so the model learns to read colours from the
 /// noise instead of the prompt (and paints whatever the starting noise suggests). A quarter of
@@ -48,8 +46,6 @@ const LATENT_STD: f64 = 0.25;
 /// the VAE lost small objects' colours and the diffusion model learnt the background's colour
 /// and left the objects' colour, shape and place at chance.
 const OBJECT_WEIGHT: f32 = 4.0;
-/// Noise added to the layouts the decoder learns from (their values span -1.5..1.5).
-const LAYOUT_NOISE: f32 = 0.15;
 
 const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloured shapes (see models/README.md).
 # SD 1.5's architecture at tiny size, trained from scratch by
@@ -185,50 +181,66 @@ fn main() -> Result<()> {
         trainer.reuse_vae(&from.join(NAME))?;
         println!("VAE from {}", from.display());
     }
-    let (decoder_steps, encoder_steps) = if resume.is_some() || vae_from.is_some() {
-        (0, 0)
+    let vae_steps = if resume.is_some() || vae_from.is_some() {
+        0
     } else {
-        (env_steps("EASEL_DECODER_STEPS", 1200), env_steps("EASEL_ENCODER_STEPS", 200))
+        env_steps("EASEL_VAE_STEPS", 1300)
     };
-    // The decoder learns to paint scenes from their layouts (`Placed::layout`), slightly
-    // noised: the diffusion model's layouts will not be exact.
     let mut opt = trainer.vae_optimizer(1e-3)?;
-    for step in 0..decoder_steps {
-        opt.set_learning_rate(lr(1e-3, step, decoder_steps));
-        let crops = vae_crops(&mut rng)?;
-        let noise = Tensor::randn(0f32, LAYOUT_NOISE, crops.layouts.shape(), &candle_core::Device::Cpu)?;
-        let r = trainer.decoder_step(&(&crops.layouts + noise)?, &crops.images, Some(&crops.weights), &mut opt)?;
-        report("decoder", step, decoder_steps, r.loss, started);
-        if (step + 1) % 300 == 0 && step + 1 < decoder_steps {
-            write(&trainer, &dir)?;
-        }
-    }
-    // The encoder learns to read layouts from pictures (the decoder's inverse; text-to-image
-    // does not use it, but a model's VAE encodes what its decoder paints).
-    let mut opt = trainer.vae_optimizer(1e-3)?;
-    for step in 0..encoder_steps {
-        opt.set_learning_rate(lr(1e-3, step, encoder_steps));
-        let crops = vae_crops(&mut rng)?;
-        let r = trainer.encoder_step(&crops.images, &crops.layouts, &mut opt)?;
-        report("encoder", step, encoder_steps, r.loss, started);
+    for step in 0..vae_steps {
+        opt.set_learning_rate(lr(1e-3, step, vae_steps));
+        let mut weights = Vec::with_capacity(VAE_BATCH * (VAE_CROP * VAE_CROP) as usize);
+        let images: Vec<_> = (0..VAE_BATCH)
+            .map(|_| {
+                let (img, coverage) = Scene::random(&mut rng, false).render_with_coverage(SIDE, &mut rng);
+                let (x, y) = (
+                    rng.random_range(0..=SIDE - VAE_CROP),
+                    rng.random_range(0..=SIDE - VAE_CROP),
+                );
+                for row in y..y + VAE_CROP {
+                    let at = (row * SIDE + x) as usize;
+                    weights.extend(coverage[at..at + VAE_CROP as usize].iter().map(|c| 1.0 + OBJECT_WEIGHT * c));
+                }
+                imageops::crop_imm(&img, x, y, VAE_CROP, VAE_CROP).to_image()
+            })
+            .collect();
+        let side = VAE_CROP as usize;
+        let weights = Tensor::from_vec(weights, (VAE_BATCH, 1, side, side), &candle_core::Device::Cpu)?;
+        let r = trainer.vae_step(&images, Some(&weights), 1e-4, &mut opt)?;
+        report("vae", step, vae_steps, r.loss, started);
     }
     if resume.is_none() {
-        let sample: Vec<f32> = (0..64)
-            .flat_map(|_| Scene::random(&mut rng, false).place(&mut rng).layout(SIDE))
+        let sample: Vec<_> = (0..64)
+            .map(|_| Scene::random(&mut rng, false).render(SIDE, &mut rng))
             .collect();
-        let scale = trainer.fit_latent_scale(&Tensor::new(sample, &candle_core::Device::Cpu)?, LATENT_STD)?;
+        let scale = trainer.fit_latent_scale(&sample, LATENT_STD)?;
         println!("latent scale {scale:.5}");
     }
 
-    let steps = env_steps("EASEL_DIFFUSION_STEPS", 5000);
+    let steps = env_steps("EASEL_DIFFUSION_STEPS", 4200);
     let batch = env_steps("EASEL_BATCH", BATCH);
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
     let peak = if resume.is_some() { 3e-4 } else { 1e-3 };
     let mut opt = trainer.diffusion_optimizer(peak)?;
+    // Encoding is a third of a step's work, so scenes are encoded FRESH at a time into a pool
+    // of recent ones and each batch is drawn from the pool (each caption phrased anew).
+    let mut pool: VecDeque<Pooled> = VecDeque::with_capacity(POOL);
+    while pool.len() < POOL / 4 {
+        add_to_pool(&mut pool, &trainer, 32, &mut rng)?;
+    }
     for step in 0..steps {
         opt.set_learning_rate(lr(peak, step, steps));
-        let (z0, weight, captions) = diffusion_batch(&trainer, batch, &mut rng)?;
+        add_to_pool(&mut pool, &trainer, FRESH, &mut rng)?;
+        let picked: Vec<usize> = (0..batch)
+            .map(|_| rng.random_range(0..pool.len()))
+            .collect();
+        let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].latent).collect::<Vec<_>>(), 0)?;
+        let weight = Tensor::cat(&picked.iter().map(|&i| &pool[i].weight).collect::<Vec<_>>(), 0)?;
+        let captions: Vec<String> = picked
+            .iter()
+            .map(|&i| pool[i].scene.caption(&mut rng))
+            .collect();
         let r = trainer.diffusion_step(&z0, &captions, Some(&weight), 0.1, &mut opt, &mut rng)?;
         report("diffusion", step, steps, r.loss, started);
         if (step + 1) % 300 == 0 && step + 1 < steps {
@@ -271,61 +283,29 @@ fn write(trainer: &Trainer, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `n` new training scenes for the diffusion model: their layouts as latents (scaled), the
-/// weight of each latent pixel's error, and a caption for each.
-fn diffusion_batch(trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<(Tensor, Tensor, Vec<String>)> {
-    let cells = (SIDE / LAYOUT_CELL) as usize;
-    let (mut layouts, mut weights, mut captions) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..n {
-        let scene = Scene::random(rng, false);
-        let placed = scene.place(rng);
-        layouts.extend(placed.layout(SIDE));
-        weights.push(latent_weight(&placed.render(SIDE).1)?);
-        captions.push(scene.caption(rng));
-    }
-    let z0 = Tensor::from_vec(layouts, (n, LAYOUT_CHANNELS, cells, cells), &candle_core::Device::Cpu)?;
-    Ok(((z0 * trainer.latent_scale())?, Tensor::cat(&weights, 0)?, captions))
+/// A training scene encoded: its latents, and the weight of each latent pixel's error.
+struct Pooled {
+    latent: Tensor,
+    weight: Tensor,
+    scene: Scene,
 }
 
-/// A batch for the VAE: VAE_CROP-pixel crops of scenes (aligned to the layout's cells), their
-/// layouts `[VAE_BATCH, 4, VAE_CROP / 8, VAE_CROP / 8]`, and each pixel's weight in the loss
-/// `[VAE_BATCH, 1, VAE_CROP, VAE_CROP]`: 1 on the background, up to 1 + OBJECT_WEIGHT on the
-/// objects.
-struct VaeCrops {
-    images: Vec<image::RgbImage>,
-    layouts: Tensor,
-    weights: Tensor,
-}
-
-fn vae_crops(rng: &mut ChaCha8Rng) -> Result<VaeCrops> {
-    let (side, cells, crop_cells) = (SIDE as usize, (SIDE / LAYOUT_CELL) as usize, (VAE_CROP / LAYOUT_CELL) as usize);
-    let mut images = Vec::with_capacity(VAE_BATCH);
-    let mut layouts = Vec::with_capacity(VAE_BATCH * LAYOUT_CHANNELS * crop_cells * crop_cells);
-    let mut weights = Vec::with_capacity(VAE_BATCH * (VAE_CROP * VAE_CROP) as usize);
-    for _ in 0..VAE_BATCH {
-        let placed = Scene::random(rng, false).place(rng);
-        let (img, coverage) = placed.render(SIDE);
-        let layout = placed.layout(SIDE);
-        let (cx, cy) = (rng.random_range(0..=cells - crop_cells), rng.random_range(0..=cells - crop_cells));
-        for c in 0..LAYOUT_CHANNELS {
-            for row in cy..cy + crop_cells {
-                let at = c * cells * cells + row * cells + cx;
-                layouts.extend_from_slice(&layout[at..at + crop_cells]);
-            }
+/// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
+fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+    let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
+    let (images, coverages): (Vec<_>, Vec<_>) = scenes.iter().map(|s| s.render_with_coverage(SIDE, rng)).unzip();
+    let z = trainer.latents(&images)?;
+    for ((i, scene), coverage) in scenes.into_iter().enumerate().zip(&coverages) {
+        pool.push_back(Pooled {
+            latent: z.narrow(0, i, 1)?.contiguous()?,
+            weight: latent_weight(coverage)?,
+            scene,
+        });
+        if pool.len() > POOL {
+            pool.pop_front();
         }
-        let (x, y) = (cx * LAYOUT_CELL as usize, cy * LAYOUT_CELL as usize);
-        for row in y..y + VAE_CROP as usize {
-            let at = row * side + x;
-            weights.extend(coverage[at..at + VAE_CROP as usize].iter().map(|c| 1.0 + OBJECT_WEIGHT * c));
-        }
-        images.push(imageops::crop_imm(&img, x as u32, y as u32, VAE_CROP, VAE_CROP).to_image());
     }
-    let dev = &candle_core::Device::Cpu;
-    Ok(VaeCrops {
-        images,
-        layouts: Tensor::from_vec(layouts, (VAE_BATCH, LAYOUT_CHANNELS, crop_cells, crop_cells), dev)?,
-        weights: Tensor::from_vec(weights, (VAE_BATCH, 1, VAE_CROP as usize, VAE_CROP as usize), dev)?,
-    })
+    Ok(())
 }
 
 /// `[1, 1, SIDE / 8, SIDE / 8]`: 1 on the background, up to 1 + OBJECT_WEIGHT on the objects

@@ -1,6 +1,5 @@
-//! Training a small model of any SD 1.5-shaped description from pictures, captions and the
-//! latents the caller wants for them, with candle's autograd: the VAE's decoder to paint the
-//! pictures from those latents and its encoder to give them back, then the text encoder
+//! Training a small model of any SD 1.5-shaped description from pictures and captions, with
+//! candle's autograd: the VAE first (reconstruction from the latent mean), then the text encoder
 //! and UNet together (ε- or v-prediction, as the description says, on SD's noise schedule,
 //! min-SNR weighting, caption dropout for classifier-free guidance, an exponential moving
 //! average of the weights). The modules are the
@@ -150,15 +149,46 @@ impl Trainer {
         AdamW::new(vars, adamw(lr))
     }
 
+    /// One VAE step on `images`: L1 reconstruction from the latent mean, plus `reg` x the mean
+    /// square of the latents to keep them bounded. No sampling: the decoder learns faster from
+    /// the mean, and the diffusion model is trained on means too.
+    ///
+    /// `pixel_weight` (`[n, 1, h, w]`, optional) weighs each pixel's error: unweighted, small
+    /// objects came back in the wrong colour (a pink square as a bluish smudge) while the
+    /// background was right. The reported loss is the plain L1.
+    pub fn vae_step(
+        &mut self,
+        images: &[RgbImage],
+        pixel_weight: Option<&Tensor>,
+        reg: f64,
+        opt: &mut AdamW,
+    ) -> Result<StepReport> {
+        let x = images_tensor(images, &self.dev)?;
+        let (mean, _) = self.vae.1.encode(&x)?;
+        let rec = self.vae.1.decode(&mean)?;
+        let err = (rec - &x)?.abs()?;
+        let l1 = err.mean_all()?;
+        let weighted = match pixel_weight {
+            Some(w) => err.broadcast_mul(w)?.mean_all()?,
+            None => l1.clone(),
+        };
+        let loss = (&weighted + (mean.sqr()?.mean_all()? * reg)?)?;
+        opt.backward_step(&loss)?;
+        Ok(StepReport {
+            loss: l1.to_scalar::<f32>()?,
+        })
+    }
+
+    /// The clean latents of `images`, scaled: `[n, 4, side / 8, side / 8]`.
+    pub fn latents(&self, images: &[RgbImage]) -> Result<Tensor> {
+        let (mean, _) = self.vae.1.encode(&images_tensor(images, &self.dev)?)?;
+        (mean.detach() * self.latent_scale)?.contiguous()
+    }
+
     /// `images` encoded (latent mean) and decoded again: what the VAE keeps of them.
     pub fn reconstruct(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
         let (mean, _) = self.vae.1.encode(&images_tensor(images, &self.dev)?)?;
-        self.decode(&mean)
-    }
-
-    /// Unscaled latents `[n, 4, h, w]` decoded into pictures.
-    pub fn decode(&self, latents: &Tensor) -> Result<Vec<RgbImage>> {
-        let x = ((self.vae.1.decode(latents)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?;
+        let x = ((self.vae.1.decode(&mean)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?;
         let (_, _, h, w) = x.dims4()?;
         let pixels = x
             .permute((0, 2, 3, 1))?
@@ -174,52 +204,13 @@ impl Trainer {
             .collect())
     }
 
-    /// One step of the decoder alone: unscaled `latents` `[n, 4, h / 8, w / 8]` decoded and
-    /// compared with `images`. `pixel_weight` (`[n, 1, h, w]`, optional) weighs each pixel's
-    /// error: unweighted, small objects came back in the wrong colour (a pink square as a bluish
-    /// smudge) while the background was right. The reported loss is the plain L1.
-    pub fn decoder_step(
-        &mut self,
-        latents: &Tensor,
-        images: &[RgbImage],
-        pixel_weight: Option<&Tensor>,
-        opt: &mut AdamW,
-    ) -> Result<StepReport> {
-        let x = images_tensor(images, &self.dev)?;
-        let err = (self.vae.1.decode(latents)? - &x)?.abs()?;
-        let l1 = err.mean_all()?;
-        let loss = match pixel_weight {
-            Some(w) => err.broadcast_mul(w)?.mean_all()?,
-            None => l1.clone(),
-        };
-        opt.backward_step(&loss)?;
-        Ok(StepReport {
-            loss: l1.to_scalar::<f32>()?,
-        })
-    }
-
-    /// One step of the encoder alone: the latent mean of `images` learns `target` (unscaled,
-    /// mean square error), so that encoding gives the latents the decoder was taught.
-    pub fn encoder_step(
-        &mut self,
-        images: &[RgbImage],
-        target: &Tensor,
-        opt: &mut AdamW,
-    ) -> Result<StepReport> {
-        let (mean, _) = self.vae.1.encode(&images_tensor(images, &self.dev)?)?;
-        let loss = (mean - target)?.sqr()?.mean_all()?;
-        opt.backward_step(&loss)?;
-        Ok(StepReport {
-            loss: loss.to_scalar::<f32>()?,
-        })
-    }
-
-    /// Sets the latent scale so that the unscaled latents `z` have standard deviation `std`
-    /// once scaled; returns it. SD's 0.18215 made its 64² latents unit-variance; a model with
-    /// smaller latents needs less than 1, or its noise schedule leaves the picture's colours
-    /// readable through the noise even at the last timestep, and the model learns to ignore the
-    /// prompt.
-    pub fn fit_latent_scale(&mut self, z: &Tensor, std: f64) -> Result<f64> {
+    /// Sets the latent scale so that the latents of `images` have standard deviation `std`;
+    /// returns it. SD's 0.18215 made its 64² latents unit-variance; a model with smaller latents
+    /// needs less than 1, or its noise schedule leaves the picture's colours readable through
+    /// the noise even at the last timestep, and the model learns to ignore the prompt.
+    pub fn fit_latent_scale(&mut self, images: &[RgbImage], std: f64) -> Result<f64> {
+        self.latent_scale = 1.0;
+        let z = self.latents(images)?;
         let measured = z.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
         self.latent_scale = std / measured;
         Ok(self.latent_scale)
@@ -233,7 +224,7 @@ impl Trainer {
 
     /// One denoising step: noise the latents at random timesteps and learn to predict that
     /// noise from the captions (an empty caption with probability `dropout`).
-    /// `z0`: clean latents, scaled by [`Trainer::latent_scale`], one row per caption.
+    /// `z0`: clean latents from [`Trainer::latents`], one row per caption.
     ///
     /// Timesteps are uniform: the objects' shapes and places are decided in the middle of the
     /// schedule, and a run that gave half its rows to the noisiest quarter (where only the

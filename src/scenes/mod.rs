@@ -450,115 +450,25 @@ impl Scene {
     /// [`Scene::render`], and how much of each pixel the objects cover (0..1, row by row):
     /// training weighs the objects' part of the picture by it.
     pub fn render_with_coverage(&self, side: u32, rng: &mut impl Rng) -> (RgbImage, Vec<f32>) {
-        self.place(rng).render(side)
-    }
-
-    /// Draws the jitter (colours, each object's place and size): the scene as it will be painted.
-    pub fn place(&self, rng: &mut impl Rng) -> Placed {
         let jitter = |rng: &mut dyn rand::RngCore, c: [u8; 3]| -> [f32; 3] {
             c.map(|v| (v as f32 + rng.random_range(-12.0f32..12.0)).clamp(0.0, 255.0))
         };
-        let background = jitter(rng, self.painted_background().rgb());
-        let objects = self
-            .objects
-            .iter()
-            .zip(self.painted_positions())
-            .map(|(o, cell)| {
-                let colour = jitter(rng, o.colour.rgb());
-                let r = o.size.unwrap_or(Size::Medium).radius() * rng.random_range(0.9f32..1.1);
-                let (cx, cy) = cell.centre();
-                let cx = cx + rng.random_range(-0.035f32..0.035);
-                let cy = cy + rng.random_range(-0.035f32..0.035);
-                PlacedObject { shape: o.shape, colour, at: (cx, cy, r) }
-            })
-            .collect();
-        Placed { background, objects }
-    }
-}
-
-/// A scene with its jitter drawn; places and sizes are fractions of the picture's side, so it
-/// paints the same at any size.
-#[derive(Debug, Clone)]
-pub struct Placed {
-    background: [f32; 3],
-    objects: Vec<PlacedObject>,
-}
-
-#[derive(Debug, Clone)]
-struct PlacedObject {
-    shape: Shape,
-    colour: [f32; 3],
-    /// Centre and radius.
-    at: (f32, f32, f32),
-}
-
-/// Channels of a [`Placed::layout`]: red, green, blue, shape code.
-pub const LAYOUT_CHANNELS: usize = 4;
-/// Pixels per layout cell: SD's VAE scale.
-pub const LAYOUT_CELL: u32 = 8;
-
-impl Shape {
-    /// The shape's value in a layout's fourth channel: one level apart per shape, far from the
-    /// background's 0.
-    pub fn code(self) -> f32 {
-        match self {
-            Shape::Circle => -1.5,
-            Shape::Ring => -0.9,
-            Shape::Heart => -0.3,
-            Shape::Square => 0.3,
-            Shape::Triangle => 0.9,
-            Shape::Star => 1.5,
-        }
-    }
-}
-
-impl Placed {
-    /// Paints it at `side` x `side`, with how much of each pixel the objects cover (0..1).
-    pub fn render(&self, side: u32) -> (RgbImage, Vec<f32>) {
-        let mut canvas: Vec<[f32; 3]> = vec![self.background; (side * side) as usize];
+        let bg = jitter(rng, self.painted_background().rgb());
+        let mut canvas: Vec<[f32; 3]> = vec![bg; (side * side) as usize];
         let mut coverage = vec![0f32; (side * side) as usize];
         let s = side as f32;
-        for o in &self.objects {
-            let (cx, cy, r) = o.at;
-            paint(&mut canvas, &mut coverage, side, o.shape, (cx * s, cy * s, r * s), o.colour);
+        for (o, cell) in self.objects.iter().zip(self.painted_positions()) {
+            let colour = jitter(rng, o.colour.rgb());
+            let r = o.size.unwrap_or(Size::Medium).radius() * rng.random_range(0.9f32..1.1) * s;
+            let (cx, cy) = cell.centre();
+            let cx = (cx + rng.random_range(-0.035f32..0.035)) * s;
+            let cy = (cy + rng.random_range(-0.035f32..0.035)) * s;
+            paint(&mut canvas, &mut coverage, side, o.shape, (cx, cy, r), colour);
         }
         let img = RgbImage::from_fn(side, side, |x, y| {
             Rgb(canvas[(y * side + x) as usize].map(|v| v.round() as u8))
         });
         (img, coverage)
-    }
-
-    /// What the default model's latents say about this scene, `[4, side / 8, side / 8]`
-    /// (channel-major): the picture's red, green and blue (-1..1), each cell the mean of its 8x8
-    /// pixels, and in the fourth channel each object's [`Shape::code`] times its coverage (0 on
-    /// the background). The VAE's decoder learns to paint the sharp scene from it: the code
-    /// says which shape a blurred footprint is, so the diffusion model need not paint the
-    /// footprint exactly.
-    pub fn layout(&self, side: u32) -> Vec<f32> {
-        let cells = side / LAYOUT_CELL;
-        let mut rgb: Vec<[f32; 3]> = vec![self.background; (side * side) as usize];
-        let mut code: Vec<[f32; 3]> = vec![[0.0; 3]; (side * side) as usize];
-        let mut coverage = vec![0f32; (side * side) as usize];
-        let s = side as f32;
-        for o in &self.objects {
-            let (cx, cy, r) = o.at;
-            let at = (cx * s, cy * s, r * s);
-            paint(&mut rgb, &mut coverage, side, o.shape, at, o.colour);
-            paint(&mut code, &mut coverage, side, o.shape, at, [o.shape.code(), 0.0, 0.0]);
-        }
-        let cell_pixels = (LAYOUT_CELL * LAYOUT_CELL) as f32;
-        let mut out = vec![0f32; LAYOUT_CHANNELS * (cells * cells) as usize];
-        for y in 0..side {
-            for x in 0..side {
-                let i = (y * side + x) as usize;
-                let cell = ((y / LAYOUT_CELL) * cells + x / LAYOUT_CELL) as usize;
-                let values = [rgb[i][0] / 127.5 - 1.0, rgb[i][1] / 127.5 - 1.0, rgb[i][2] / 127.5 - 1.0, code[i][0]];
-                for (c, v) in values.into_iter().enumerate() {
-                    out[c * (cells * cells) as usize + cell] += v / cell_pixels;
-                }
-            }
-        }
-        out
     }
 }
 
@@ -606,48 +516,6 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    /// A layout is the picture at 1/8 scale (each cell the mean of its 8x8 pixels) and the
-    /// shape's code times the object's coverage: a full cell inside a star says exactly the
-    /// star's code, the background says 0.
-    #[test]
-    fn a_layout_is_the_picture_pooled_with_the_shape_code() {
-        let scene = Scene {
-            background: Some(Colour::Blue),
-            objects: vec![Object {
-                colour: Colour::Red,
-                shape: Shape::Star,
-                position: Some(Position { col: 0, row: 0 }),
-                size: Some(Size::Large),
-            }],
-        };
-        let placed = scene.place(&mut ChaCha8Rng::seed_from_u64(2));
-        let (side, cells) = (128u32, 16usize);
-        let layout = placed.layout(side);
-        let (img, coverage) = placed.render(side);
-        assert_eq!(layout.len(), LAYOUT_CHANNELS * cells * cells);
-        let plane = cells * cells;
-        for cell in 0..plane {
-            let (cx, cy) = ((cell % cells) as u32 * LAYOUT_CELL, (cell / cells) as u32 * LAYOUT_CELL);
-            let pixels = (cy..cy + LAYOUT_CELL).flat_map(|y| (cx..cx + LAYOUT_CELL).map(move |x| (x, y)));
-            let mut sums = [0f32; 4];
-            for (x, y) in pixels {
-                let p = img.get_pixel(x, y).0;
-                for c in 0..3 {
-                    sums[c] += p[c] as f32 / 127.5 - 1.0;
-                }
-                sums[3] += coverage[(y * side + x) as usize] * Shape::Star.code();
-            }
-            for (c, sum) in sums.iter().enumerate() {
-                let mean = sum / 64.0;
-                // The picture's pixels are rounded to bytes; the layout is not.
-                assert!((layout[c * plane + cell] - mean).abs() < 0.005, "cell {cell}, channel {c}: {} vs {mean}", layout[c * plane + cell]);
-            }
-        }
-        let code = &layout[3 * plane..];
-        assert!(code.iter().any(|&v| (v - Shape::Star.code()).abs() < 1e-4), "no cell lies wholly in the star");
-        assert_eq!(code[plane - 1], 0.0, "the far corner is background");
-    }
 
     /// The coverage is where the objects were painted: none on the background, about the
     /// shape's area in all (a medium circle: π·(0.15·side)², size jitter ±10 %).
