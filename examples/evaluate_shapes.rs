@@ -25,15 +25,23 @@ const SEED: u64 = 777;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
     let save = flag("--save").map(PathBuf::from);
     let guidance: Option<f64> = flag("--guidance").map(|g| g.parse()).transpose()?;
-    let seed: u64 = flag("--seed").map(|s| s.parse()).transpose()?.unwrap_or(SEED);
+    let seed: u64 = flag("--seed")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(SEED);
     let models = std::env::var("EASEL_MODELS_DIR").unwrap_or_else(|_| "models".into());
     if args.iter().any(|a| a == "--vae") {
         return judge_vae(Path::new(&models), count, seed);
     }
-    let engine = Engine::load(Path::new(&models), "shapes", DevicePreference::Cpu).context("loading models/shapes")?;
+    let engine = Engine::load(Path::new(&models), "shapes", DevicePreference::Cpu)
+        .context("loading models/shapes")?;
     let spec = engine.spec().clone();
     let mut sides = vec![128];
     if spec.default_width != 128 {
@@ -52,12 +60,18 @@ fn main() -> Result<()> {
                 seed,
             };
             let started = Instant::now();
-            let img = engine.generate(&req, &mut |_| {}, &AtomicBool::new(false)).expect("generation succeeds");
+            let img = engine
+                .generate(&req, &mut |_| {}, &AtomicBool::new(false))
+                .expect("generation succeeds");
             times.push(started.elapsed().as_secs_f64());
             if let Some(dir) = &save {
                 std::fs::create_dir_all(dir).expect("creating the save folder");
-                let name: String = prompt.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-                img.save(dir.join(format!("{side}-{seed}-{name}.png"))).expect("saving a picture");
+                let name: String = prompt
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                img.save(dir.join(format!("{side}-{seed}-{name}.png")))
+                    .expect("saving a picture");
             }
             img
         });

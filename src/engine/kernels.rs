@@ -181,7 +181,11 @@ impl CustomOp3 for GroupNormGradOp {
         let (x, gamma, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         let (channels, plane) = group_dims(l1, self.groups, [gamma.len(), gamma.len()])?;
         if grad.len() != x.len() {
-            candle_core::bail!("group norm gradient: {} gradients for {} inputs", grad.len(), x.len())
+            candle_core::bail!(
+                "group norm gradient: {} gradients for {} inputs",
+                grad.len(),
+                x.len()
+            )
         }
         let per_channel = channels / self.groups;
         let per_group = per_channel * plane;

@@ -239,7 +239,9 @@ impl Trainer {
         rng: &mut ChaCha8Rng,
     ) -> Result<StepReport> {
         let n = self.alphas_cumprod.len();
-        let ts: Vec<usize> = (0..captions.len()).map(|_| rng.random_range(0..n)).collect();
+        let ts: Vec<usize> = (0..captions.len())
+            .map(|_| rng.random_range(0..n))
+            .collect();
         let dropped: Vec<&str> = captions
             .iter()
             .map(|c| {
@@ -447,7 +449,14 @@ mod tests {
             ClipText::new(vb.pp("clip"), &spec.arch.clip, false).unwrap(),
             Vae::new(vb.pp("vae"), &spec.arch.vae, true).unwrap(),
         );
-        let max_abs = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let max_abs = |t: &Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
         let close = |a: &Tensor, b: &Tensor, what: &str| {
             let (d, m) = (max_abs(&(a - b).unwrap()), max_abs(b));
             assert!(d <= 1e-4 * m.max(1.0), "{what}: off by {d} (scale {m})");
