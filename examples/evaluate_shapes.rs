@@ -38,7 +38,7 @@ fn main() -> Result<()> {
         .unwrap_or(SEED);
     let models = std::env::var("EASEL_MODELS_DIR").unwrap_or_else(|_| "models".into());
     if args.iter().any(|a| a == "--vae") {
-        return judge_vae(Path::new(&models), count, seed);
+        return judge_vae(Path::new(&models), count, seed, save.as_deref());
     }
     let engine = Engine::load(Path::new(&models), "shapes", DevicePreference::Cpu)
         .context("loading models/shapes")?;
@@ -65,13 +65,7 @@ fn main() -> Result<()> {
                 .expect("generation succeeds");
             times.push(started.elapsed().as_secs_f64());
             if let Some(dir) = &save {
-                std::fs::create_dir_all(dir).expect("creating the save folder");
-                let name: String = prompt
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
-                img.save(dir.join(format!("{side}-{seed}-{name}.png")))
-                    .expect("saving a picture");
+                save_picture(dir, &img, side, seed, prompt);
             }
             img
         });
@@ -93,16 +87,20 @@ fn main() -> Result<()> {
 }
 
 /// Renders the held-out scenes, passes them through the VAE and judges what comes back.
-fn judge_vae(models: &Path, count: usize, seed: u64) -> Result<()> {
+fn judge_vae(models: &Path, count: usize, seed: u64, save: Option<&Path>) -> Result<()> {
     let spec = read_model_spec(models, "shapes")?;
     let dir = models.join("shapes");
     let tokenizer = tokenizers::Tokenizer::from_file(dir.join(&spec.files.tokenizer.file))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut trainer = Trainer::new(spec, tokenizer, 0).map_err(|e| anyhow::anyhow!(e))?;
     trainer.reuse_vae(&dir)?;
-    let report = evaluate_scenes(count, 128, seed, |scene, _, side, seed| {
+    let report = evaluate_scenes(count, 128, seed, |scene, prompt, side, seed| {
         let img = scene.render(side, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-        trainer.reconstruct(&[img]).expect("the VAE runs").remove(0)
+        let back = trainer.reconstruct(&[img]).expect("the VAE runs").remove(0);
+        if let Some(dir) = save {
+            save_picture(dir, &back, side, seed, prompt);
+        }
+        back
     });
     println!(
         "the VAE alone (rendered scenes encoded and decoded):\n{}",
@@ -112,4 +110,15 @@ fn judge_vae(models: &Path, count: usize, seed: u64) -> Result<()> {
         println!("  miss: {miss}");
     }
     Ok(())
+}
+
+/// Writes a painted picture as `DIR/<side>-<seed>-<prompt>.png`, for looking at by hand.
+fn save_picture(dir: &Path, img: &image::RgbImage, side: u32, seed: u64, prompt: &str) {
+    std::fs::create_dir_all(dir).expect("creating the save folder");
+    let name: String = prompt
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    img.save(dir.join(format!("{side}-{seed}-{name}.png")))
+        .expect("saving a picture");
 }

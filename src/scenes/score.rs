@@ -1,7 +1,8 @@
 //! Judging a picture against the scene its prompt named, with plain image analysis: the
 //! background is the border's median colour; objects are the connected regions that differ
-//! from it; each region's colour is its median, its place the grid cell of its centroid, and its
-//! shape the template (rendered by the same painter) that overlaps its mask best.
+//! from it, each trimmed to its core (the pixels nearer the region's colour than the
+//! background's); each core's colour is its median, its place the grid cell of its centroid, and
+//! its shape the template (rendered by the same painter) that overlaps it best.
 
 use image::RgbImage;
 
@@ -110,6 +111,28 @@ impl Region {
         (sx / n, sy / n)
     }
 
+    /// The pixels of the region nearer its own colour `own` than the background's `bg`: a soft
+    /// outline (and blur) leaves a halo of in-between colours around an object, and in a ring's
+    /// hole, that differ from the background yet are not the object; counted in, they round
+    /// every shape and fill every hole. Kept whole if nothing is nearer.
+    fn core(&self, img: &RgbImage, own: [f32; 3], bg: [f32; 3]) -> Region {
+        let dist = |p: [u8; 3], c: [f32; 3]| (0..3).map(|i| (p[i] as f32 - c[i]).powi(2)).sum::<f32>();
+        let pixels: Vec<(u32, u32)> = self
+            .pixels
+            .iter()
+            .copied()
+            .filter(|&(x, y)| {
+                let p = img.get_pixel(x, y).0;
+                dist(p, own) < dist(p, bg)
+            })
+            .collect();
+        if pixels.is_empty() {
+            Region { pixels: self.pixels.clone() }
+        } else {
+            Region { pixels }
+        }
+    }
+
     fn cell(&self, w: u32, h: u32) -> Position {
         let (cx, cy) = self.centroid();
         let third = |v: f32, side: u32| ((v / side as f32) * 3.0).floor().clamp(0.0, 2.0) as u8;
@@ -185,14 +208,15 @@ pub fn judge(img: &RgbImage, scene: &Scene) -> Verdict {
     let (w, h) = img.dimensions();
     let bg_rgb = median_rgb(img, border(w, h, (w / 32).max(2)));
     let bg = Colour::nearest(bg_rgb);
-    let found = regions(img, bg_rgb);
     let n = scene.objects.len();
-    // Match the regions to the objects by colour (two objects: the better of both orders).
-    let colours: Vec<[f32; 3]> = found
+    // Each object is its region's core: the pixels nearer the region's colour than the background's.
+    let found: Vec<Region> = regions(img, bg_rgb)
         .iter()
         .take(n)
-        .map(|r| median_rgb(img, r.pixels.iter().copied()))
+        .map(|r| r.core(img, median_rgb(img, r.pixels.iter().copied()), bg_rgb))
         .collect();
+    // Match the regions to the objects by colour (two objects: the better of both orders).
+    let colours: Vec<[f32; 3]> = found.iter().map(|r| median_rgb(img, r.pixels.iter().copied())).collect();
     let dist = |rgb: [f32; 3], c: Colour| {
         let p = c.rgb();
         (0..3).map(|i| (p[i] as f32 - rgb[i]).powi(2)).sum::<f32>()
@@ -358,6 +382,29 @@ mod tests {
                 }
             }
             assert!(wrong.len() <= 3, "{side}px: {} of 300 misread: {:#?}", wrong.len(), wrong);
+        }
+    }
+
+    /// Softened outlines (a Gaussian blur of 1.5 pixels, about what the default model's VAE
+    /// does to them) do not change what the judge reads: a blurred star is still a star. Before
+    /// objects were trimmed to their cores, the halo around them rounded shapes and filled rings.
+    #[test]
+    fn the_judge_reads_softened_scenes_right() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut report = Report::default();
+        for _ in 0..200 {
+            let scene = Scene::random(&mut rng, true);
+            let img = image::imageops::blur(&scene.render(128, &mut rng), 1.5);
+            let v = judge(&img, &scene);
+            report.background.add(v.background);
+            report.colour.add(v.colour.iter().copied());
+            report.shape.add(v.shape.iter().copied());
+            report.position.add(v.position.iter().copied());
+        }
+        // Measured: shape 95.9 %, everything else 100 % (blur 2: shape 90.7 %).
+        assert!(report.shape.share() >= 0.9, "{}", report.table());
+        for tally in [report.background, report.colour, report.position] {
+            assert!(tally.share() >= 0.98, "{}", report.table());
         }
     }
 
