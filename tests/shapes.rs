@@ -52,23 +52,21 @@ fn forty_held_out() -> &'static Report {
 /// The floors are the issue's bar (colour and background 90 %, shape and position 75 %), less
 /// what 40 prompts can miss by chance; `evaluate_shapes` measures the full set.
 #[test]
-#[ignore = "issue 10's goal, not met yet: on these 40 prompts the committed model meets the background and place floors, not colour (84 %) or shape (6 %); see models/README.md; run with --ignored"]
-fn the_default_model_paints_held_out_prompts_right() {
+fn the_default_model_paints_the_colours_and_places_asked_for() {
     let report = forty_held_out();
     let table = report.table();
+    assert!(report.background.named >= 10 && report.position.named >= 10, "{table}");
     assert!(report.colour.share() >= 0.85, "{table}");
     assert!(report.background.share() >= 0.85, "{table}");
-    assert!(report.shape.share() >= 0.65, "{table}");
     assert!(report.position.share() >= 0.65, "{table}");
 }
 
-/// The one floor the committed model meets: the background colour asked for.
+/// The one floor the committed model does not meet yet: it paints objects as blobs.
 #[test]
-fn the_default_model_paints_the_background_asked_for() {
+#[ignore = "issue 10's goal, not met yet: on these 40 prompts the committed model paints colours (96 %), backgrounds (100 %) and places (82 %) but not shapes (12 %); see models/README.md; run with --ignored"]
+fn the_default_model_paints_the_shapes_asked_for() {
     let report = forty_held_out();
-    let table = report.table();
-    assert!(report.background.named >= 10, "{table}");
-    assert!(report.background.share() >= 0.85, "{table}");
+    assert!(report.shape.share() >= 0.65, "{}", report.table());
 }
 
 /// The issue's own example, looked at directly: the centre is red and each side of the border
