@@ -8,7 +8,8 @@
 //! with EASEL_BATCH (for trying things out);
 //! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there;
 //! EASEL_VAE_FROM=<models dir> takes the VAE written there and trains the rest anew;
-//! EASEL_SEED=<n> draws other scenes (a resumed run should not see the first run's again).
+//! EASEL_SEED=<n> draws other scenes (a resumed run should not see the first run's again);
+//! EASEL_VAE_CHANNELS="32,32,64,64" tries other VAE widths (`block_out_channels`).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -105,6 +106,15 @@ norm_num_groups = 8
 latent_channels = 4
 "#;
 
+/// The description with its latent scale, and the VAE widths EASEL_VAE_CHANNELS asks for.
+fn model_toml(vae_scale: f64) -> String {
+    let toml = MODEL_TOML.replace("VAE_SCALE", &format!("{vae_scale:.5}"));
+    match std::env::var("EASEL_VAE_CHANNELS") {
+        Ok(channels) => toml.replace("block_out_channels = [16, 32, 64, 64]", &format!("block_out_channels = [{channels}]")),
+        Err(_) => toml,
+    }
+}
+
 fn env_steps(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -162,7 +172,7 @@ fn main() -> Result<()> {
     let tok = tokenizer()?;
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let spec = parse_model_spec(&MODEL_TOML.replace("VAE_SCALE", "1.0"), NAME, &dir)?;
+    let spec = parse_model_spec(&model_toml(1.0), NAME, &dir)?;
     let seed = std::env::var("EASEL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(SEED);
     let mut trainer = Trainer::new(spec, tok, seed).map_err(|e| anyhow::anyhow!(e))?;
     let [c, u, v] = trainer.parameter_counts();
@@ -283,7 +293,7 @@ fn report(phase: &str, step: usize, total: usize, loss: f32, started: Instant) {
 
 fn write(trainer: &Trainer, dir: &Path) -> Result<()> {
     trainer.save(dir, DType::F16)?;
-    let toml = MODEL_TOML.replace("VAE_SCALE", &format!("{:.5}", trainer.latent_scale()));
+    let toml = model_toml(trainer.latent_scale());
     std::fs::write(dir.join("model.toml"), toml).context("writing model.toml")?;
     Ok(())
 }
