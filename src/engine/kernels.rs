@@ -911,6 +911,15 @@ fn im2col(
     }
 }
 
+/// The largest magnitude in `t`: tests compare tensors by it.
+#[cfg(test)]
+pub(crate) fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .and_then(|a| a.max_all())
+        .and_then(|m| m.to_scalar::<f32>())
+        .expect("an f32 tensor")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -918,15 +927,7 @@ mod tests {
 
     /// `ours` equals `want` to a relative 1e-5 of its largest magnitude.
     fn assert_close(ours: &Tensor, want: &Tensor, what: impl std::fmt::Debug) {
-        let abs_max = |t: &Tensor| {
-            t.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        let rel = abs_max(&(ours - want).unwrap()) / abs_max(want).max(1e-6);
+        let rel = max_abs(&(ours - want).unwrap()) / max_abs(want).max(1e-6);
         assert!(rel < 1e-5, "{what:?}: off by {rel}");
     }
 

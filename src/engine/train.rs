@@ -126,7 +126,8 @@ where
         Ok(Some(((loss * share)?.backward()?, report * share as f32)))
     };
     let (first, second) = rayon::join(|| run(0, half), || run(half, rows - half));
-    let (mut grads, mut report) = first?.expect("a batch has at least one row");
+    let (mut grads, mut report) = first?
+        .ok_or_else(|| candle_core::Error::Msg("a training step needs at least one row".into()))?;
     if let Some((more, r)) = second? {
         // Variables' gradients add up; each half's own intermediate tensors are distinct.
         grads.extend(more)?;
@@ -463,6 +464,7 @@ fn adamw(lr: f64) -> ParamsAdamW {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::kernels::max_abs;
     use crate::engine::spec::read_model_spec;
 
     /// A model built from trainable variables (plain-op layer norm and softmax, our convolution
@@ -493,14 +495,6 @@ mod tests {
             ClipText::new(vb.pp("clip"), &spec.arch.clip, false).unwrap(),
             Vae::new(vb.pp("vae"), &spec.arch.vae, true).unwrap(),
         );
-        let max_abs = |t: &Tensor| {
-            t.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         let close = |a: &Tensor, b: &Tensor, what: &str| {
             let (d, m) = (max_abs(&(a - b).unwrap()), max_abs(b));
             assert!(d <= 1e-4 * m.max(1.0), "{what}: off by {d} (scale {m})");
@@ -539,7 +533,7 @@ mod tests {
     }
 
     /// Two half-batches' gradients, added, are the whole batch's (odd sizes too), and the
-    /// reported figure is the whole batch's mean.
+    /// reported figure is the whole batch's mean; an empty batch is an error, not a panic.
     #[test]
     fn halves_give_the_whole_batchs_gradients() {
         let dev = Device::Cpu;
@@ -565,14 +559,7 @@ mod tests {
                 grads.get(w.as_tensor()).unwrap(),
                 expected.get(w.as_tensor()).unwrap(),
             );
-            let off = (g - e)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let off = max_abs(&(g - e).unwrap());
             assert!(off < 1e-5, "{rows} rows: gradients off by {off}");
             let mean = whole.to_scalar::<f32>().unwrap();
             assert!(
@@ -580,5 +567,9 @@ mod tests {
                 "{rows} rows: {report} vs {mean}"
             );
         }
+        let empty = in_halves(0, |_, _| -> Result<(Tensor, f32)> {
+            unreachable!("no rows to run")
+        });
+        assert!(empty.is_err());
     }
 }
