@@ -142,7 +142,8 @@ impl Region {
         }
     }
 
-    /// The template whose mask, stretched over this region's bounding box, overlaps it best.
+    /// The shape of the template whose mask, stretched over this region's bounding box, overlaps
+    /// it best (templates come sharp and softened, see [`SOFTNESS`]).
     fn shape(&self) -> Shape {
         let x0 = self.pixels.iter().map(|p| p.0).min().unwrap_or(0);
         let x1 = self.pixels.iter().map(|p| p.0).max().unwrap_or(0);
@@ -153,8 +154,7 @@ impl Region {
         for &(x, y) in &self.pixels {
             mine[((y - y0) * bw + (x - x0)) as usize] = true;
         }
-        let iou = |shape: Shape| {
-            let t = &templates()[shape as usize];
+        let iou = |t: &[bool]| {
             let (mut inter, mut union) = (0u32, 0u32);
             for y in 0..bh {
                 for x in 0..bw {
@@ -168,28 +168,44 @@ impl Region {
             }
             inter as f32 / union.max(1) as f32
         };
-        Shape::ALL
-            .into_iter()
-            .max_by(|a, b| iou(*a).total_cmp(&iou(*b)))
-            .expect("shapes")
+        templates()
+            .iter()
+            .max_by(|a, b| iou(&a.1).total_cmp(&iou(&b.1)))
+            .expect("templates")
+            .0
     }
 }
 
 const TEMPLATE: u32 = 64;
 
-fn templates() -> &'static [Vec<bool>] {
-    static TEMPLATES: std::sync::OnceLock<Vec<Vec<bool>>> = std::sync::OnceLock::new();
-    TEMPLATES.get_or_init(|| Shape::ALL.iter().map(|s| template(*s)).collect())
+/// How soft the templates' outlines are: a Gaussian blur of this fraction of the shape's radius,
+/// thresholded at half (where a core's edge lies). A painted object's outline is rarely sharp:
+/// a soft one keeps a star's body but rounds its points and fills the notches between them, and
+/// narrows a ring's hole, so against sharp templates alone a soft star or ring overlaps the
+/// circle best. Compared with its own shape softened as much, it is read for what it is.
+const SOFTNESS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
+
+fn templates() -> &'static [(Shape, Vec<bool>)] {
+    static TEMPLATES: std::sync::OnceLock<Vec<(Shape, Vec<bool>)>> = std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        Shape::ALL
+            .iter()
+            .flat_map(|&shape| SOFTNESS.map(|soft| (shape, template(shape, soft))))
+            .collect()
+    })
 }
 
-/// The shape's mask cropped to its own bounding box, at TEMPLATE x TEMPLATE.
-fn template(shape: Shape) -> Vec<bool> {
+/// The shape's mask, its outline blurred by `softness` times its radius, cropped to its own
+/// bounding box, at TEMPLATE x TEMPLATE.
+fn template(shape: Shape, softness: f32) -> Vec<bool> {
     let side = 256u32;
     let mut canvas = vec![[0.0f32; 3]; (side * side) as usize];
-    let half = side as f32 / 2.0;
+    let (half, radius) = (side as f32 / 2.0, side as f32 * 0.3);
     let mut coverage = vec![0.0f32; (side * side) as usize];
-    paint(&mut canvas, &mut coverage, side, shape, (half, half, half * 0.9), [255.0; 3]);
-    let on = |x: u32, y: u32| canvas[(y * side + x) as usize][0] > 127.0;
+    paint(&mut canvas, &mut coverage, side, shape, (half, half, radius), [255.0; 3]);
+    let mask = image::GrayImage::from_fn(side, side, |x, y| image::Luma([(canvas[(y * side + x) as usize][0]).round() as u8]));
+    let mask = if softness > 0.0 { image::imageops::blur(&mask, softness * radius) } else { mask };
+    let on = |x: u32, y: u32| mask.get_pixel(x, y).0[0] > 127;
     let xs: Vec<u32> = (0..side).filter(|&x| (0..side).any(|y| on(x, y))).collect();
     let ys: Vec<u32> = (0..side).filter(|&y| (0..side).any(|x| on(x, y))).collect();
     let (x0, x1) = (xs[0], xs[xs.len() - 1]);
@@ -385,26 +401,32 @@ mod tests {
         }
     }
 
-    /// Softened outlines (a Gaussian blur of 1.5 pixels, about what the default model's VAE
-    /// does to them) do not change what the judge reads: a blurred star is still a star. Before
-    /// objects were trimmed to their cores, the halo around them rounded shapes and filled rings.
+    /// Softened outlines do not change what the judge reads: a blurred star is still a star.
+    /// A blur of 1.5 pixels is about what the default model's VAE does to an outline; 3 pixels
+    /// rounds a small star's points nearly away. Before objects were trimmed to their cores, the
+    /// halo around them rounded shapes and filled rings; before softened templates, a blur of
+    /// 3 pixels left 69.8 % of shapes read right (1.5 pixels: 95.9 %).
     #[test]
     fn the_judge_reads_softened_scenes_right() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let mut report = Report::default();
-        for _ in 0..200 {
-            let scene = Scene::random(&mut rng, true);
-            let img = image::imageops::blur(&scene.render(128, &mut rng), 1.5);
-            let v = judge(&img, &scene);
-            report.background.add(v.background);
-            report.colour.add(v.colour.iter().copied());
-            report.shape.add(v.shape.iter().copied());
-            report.position.add(v.position.iter().copied());
-        }
-        // Measured: shape 95.9 %, everything else 100 % (blur 2: shape 90.7 %).
-        assert!(report.shape.share() >= 0.9, "{}", report.table());
-        for tally in [report.background, report.colour, report.position] {
-            assert!(tally.share() >= 0.98, "{}", report.table());
+        // Measured: shape 100 % at 1.5 pixels and 94.3 % at 3; object colour 99.6 % and 91.7 %
+        // (3 pixels mix a small object's colour with the background's); the rest 100 %.
+        for (sigma, shapes, colours) in [(1.5, 0.98, 0.98), (3.0, 0.9, 0.9)] {
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let mut report = Report::default();
+            for _ in 0..200 {
+                let scene = Scene::random(&mut rng, true);
+                let img = image::imageops::blur(&scene.render(128, &mut rng), sigma);
+                let v = judge(&img, &scene);
+                report.background.add(v.background);
+                report.colour.add(v.colour.iter().copied());
+                report.shape.add(v.shape.iter().copied());
+                report.position.add(v.position.iter().copied());
+            }
+            assert!(report.shape.share() >= shapes, "blur {sigma}:\n{}", report.table());
+            assert!(report.colour.share() >= colours, "blur {sigma}:\n{}", report.table());
+            for tally in [report.background, report.position] {
+                assert!(tally.share() >= 0.98, "blur {sigma}:\n{}", report.table());
+            }
         }
     }
 
