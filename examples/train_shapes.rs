@@ -52,7 +52,7 @@ const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloure
 # SD 1.5's architecture at tiny size, trained from scratch by
 # `cargo run --release --features ssr --example train_shapes`.
 kind = "sd15"
-description = "Shapes (in training): paints the background and most object colours asked for, mostly in place; shapes not yet (blobs)"
+description = "Shapes (in training): paints the background and most object colours asked for, mostly in place; a third of the shapes (rings best, most others blobs)"
 generated_by = "cargo run --release --features ssr --example train_shapes"
 dtype = "f16"
 scheduler = "ddim"
