@@ -47,10 +47,10 @@ impl Module for LayerNorm {
     }
 }
 
-/// Softmax over the last dimension: the fused kernel, or plain ops when gradients are needed.
+/// Softmax over the last dimension: the fused kernel, with its backward pass when training.
 pub(super) fn softmax_last_dim(xs: &Tensor, trainable: bool) -> Result<Tensor> {
     if trainable {
-        nn::ops::softmax(xs, D::Minus1)
+        kernels::trainable_softmax_last_dim(xs)
     } else {
         kernels::softmax_last_dim(xs)
     }
@@ -190,8 +190,8 @@ impl Block {
             + xs)?;
         // GEGLU: half the projection gates the other half.
         let h = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
-        // Trained weights keep candle's ops (and their gradients).
-        let fused = if self.ff_in.weight().is_variable() { None } else { kernels::geglu(&h)? };
+        // Trained weights take the kernel with a backward pass.
+        let fused = if self.ff_in.weight().is_variable() { Some(kernels::trainable_geglu(&h)?) } else { kernels::geglu(&h)? };
         let gated = match fused {
             Some(gated) => gated,
             None => {

@@ -481,6 +481,16 @@ pub(super) fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
     xs.contiguous()?.apply_op1_no_bwd(&SoftmaxOp)
 }
 
+/// The same softmax with a backward pass, for training: candle's composed softmax is five
+/// passes over the score matrix forward and about ten backward, and at the UNet's 16² level the
+/// score matrices are the largest tensors a training step touches.
+pub(super) fn trainable_softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    if !(xs.device().is_cpu() && xs.dtype() == DType::F32) {
+        return nn::ops::softmax(xs, candle_core::D::Minus1);
+    }
+    xs.contiguous()?.apply_op1(SoftmaxOp)
+}
+
 struct SoftmaxOp;
 
 impl candle_core::CustomOp1 for SoftmaxOp {
@@ -494,6 +504,55 @@ impl candle_core::CustomOp1 for SoftmaxOp {
         let out = map_rows(x, row, row, softmax_row);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad_in = res
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGradOp)?;
+        Ok(Some(grad_in))
+    }
+}
+
+/// The softmax's input gradient from its output `s` and the output's gradient `g`, one pass
+/// per row: `s · (g − Σ g·s)`.
+struct SoftmaxGradOp;
+
+impl CustomOp2 for SoftmaxGradOp {
+    fn name(&self) -> &'static str {
+        "easel-softmax-last-dim-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (s, g) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let row = l1.dims().last().copied().unwrap_or(1);
+        if s.len() != g.len() {
+            candle_core::bail!("softmax gradient: output and gradient differ in shape")
+        }
+        let out = map_row_pairs(s, g, row, row, row, softmax_grad_row);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+#[inline(always)]
+fn softmax_grad_row(s: &[f32], g: &[f32], out: &mut [f32]) {
+    let dot = dot16(s, g);
+    for ((o, s), g) in out.iter_mut().zip(s).zip(g) {
+        *o = s * (g - dot);
+    }
+}
+
+/// `Σ a·b` in 16 lanes (a plain iterator sum stays serial: float addition does not reorder).
+#[inline(always)]
+fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    for (a, b) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        for j in 0..16 {
+            lanes[j] += a[j] * b[j];
+        }
+    }
+    let tail = a.len() / 16 * 16;
+    let rest: f32 = a[tail..].iter().zip(&b[tail..]).map(|(a, b)| a * b).sum();
+    lanes.iter().sum::<f32>() + rest
 }
 
 #[inline(always)]
@@ -522,6 +581,32 @@ fn map_rows(
             vectorized(|| {
                 for (out, x) in out.chunks_exact_mut(out_row).zip(x.chunks_exact(in_row)) {
                     row_fn(x, out)
+                }
+            })
+        });
+    out
+}
+
+/// [`map_rows`] over two inputs row by row (`x_row` and `y_row` elements to `out_row`).
+fn map_row_pairs(
+    x: &[f32],
+    y: &[f32],
+    x_row: usize,
+    y_row: usize,
+    out_row: usize,
+    row_fn: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    if x.is_empty() || x_row == 0 || y_row == 0 {
+        return Vec::new();
+    }
+    let rows_per_task = (8192 / x_row.max(y_row)).max(1);
+    let mut out = vec![0f32; x.len() / x_row * out_row];
+    out.par_chunks_mut(out_row * rows_per_task)
+        .zip(x.par_chunks(x_row * rows_per_task).zip(y.par_chunks(y_row * rows_per_task)))
+        .for_each(|(out, (x, y))| {
+            vectorized(|| {
+                for (out, (x, y)) in out.chunks_exact_mut(out_row).zip(x.chunks_exact(x_row).zip(y.chunks_exact(y_row))) {
+                    row_fn(x, y, out)
                 }
             })
         });
@@ -563,6 +648,16 @@ pub(super) fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
     h.contiguous()?.apply_op1_no_bwd(&GegluOp).map(Some)
 }
 
+/// The same gating with a backward pass, for training: candle's GELU gradient is a dozen
+/// whole-tensor ops with libm's `tanhf` and `powf`, a fifth of a diffusion step.
+pub(super) fn trainable_geglu(h: &Tensor) -> Result<Tensor> {
+    if !(h.device().is_cpu() && h.dtype() == DType::F32) {
+        let h = h.chunk(2, candle_core::D::Minus1)?;
+        return &h[0] * h[1].gelu()?;
+    }
+    h.contiguous()?.apply_op1(GegluOp)
+}
+
 struct GegluOp;
 
 impl candle_core::CustomOp1 for GegluOp {
@@ -584,6 +679,55 @@ impl candle_core::CustomOp1 for GegluOp {
         }
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
+
+    fn bwd(&self, h: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad_h = h
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &GegluGradOp)?;
+        Ok(Some(grad_h))
+    }
+}
+
+/// GEGLU's input gradient from `h = [a, g]` and the output's gradient `d`, one pass per row:
+/// `[d · gelu(g), d · a · gelu'(g)]`.
+struct GegluGradOp;
+
+impl CustomOp2 for GegluGradOp {
+    fn name(&self) -> &'static str {
+        "easel-geglu-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (h, d) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let row = l1.dims().last().copied().unwrap_or(0);
+        if row % 2 != 0 || h.len() != 2 * d.len() {
+            candle_core::bail!("GEGLU gradient: input and gradient do not match")
+        }
+        let out = map_row_pairs(h, d, row, row / 2, row, geglu_grad_row);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+#[inline(always)]
+fn geglu_grad_row(h: &[f32], d: &[f32], out: &mut [f32]) {
+    let (a, g) = h.split_at(d.len());
+    let (out_a, out_g) = out.split_at_mut(d.len());
+    for ((((oa, og), &a), &g), &d) in out_a.iter_mut().zip(out_g).zip(a).zip(g).zip(d) {
+        let (value, slope) = gelu_tanh_with_slope(g);
+        *oa = d * value;
+        *og = d * a * slope;
+    }
+}
+
+/// [`gelu_tanh`] and its derivative: with `s = σ(2u)`, `gelu = v s` and
+/// `gelu' = s + 2 v s (1 − s) u'`.
+#[inline(always)]
+fn gelu_tanh_with_slope(v: f32) -> (f32, f32) {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_TWO_OVER_PI * v * (1.0 + 0.044_715 * v * v);
+    let du = SQRT_TWO_OVER_PI * (1.0 + 3.0 * 0.044_715 * v * v);
+    let s = 1.0 / (1.0 + exp(-2.0 * u));
+    (v * s, s + 2.0 * v * s * (1.0 - s) * du)
 }
 
 /// `a · gelu(g)` for one row `[a, g]`.
@@ -964,6 +1108,35 @@ mod tests {
         ] {
             assert_close(g_ours.get(t).unwrap(), g_want.get(t).unwrap(), name);
         }
+    }
+
+    /// The trainable softmax gives candle's composed softmax's values and input gradients.
+    #[test]
+    fn trainable_softmax_matches_candles_gradients() {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 3., (2, 3, 5, 37), &dev).unwrap()).unwrap();
+        let target = Tensor::randn(0f32, 1., (2, 3, 5, 37), &dev).unwrap();
+        let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
+        let ours = trainable_softmax_last_dim(x.as_tensor()).unwrap();
+        let want = nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap();
+        assert_close(&ours, &want, "output");
+        let (g_ours, g_want) = (loss(ours).backward().unwrap(), loss(want).backward().unwrap());
+        assert_close(g_ours.get(x.as_tensor()).unwrap(), g_want.get(x.as_tensor()).unwrap(), "input");
+    }
+
+    /// The trainable GEGLU gives candle's chunk, GELU and product's values and input gradients.
+    #[test]
+    fn trainable_geglu_matches_candles_gradients() {
+        let dev = Device::Cpu;
+        let h = candle_core::Var::from_tensor(&Tensor::randn(0f32, 2., (2, 7, 2 * 37), &dev).unwrap()).unwrap();
+        let target = Tensor::randn(0f32, 1., (2, 7, 37), &dev).unwrap();
+        let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
+        let ours = trainable_geglu(h.as_tensor()).unwrap();
+        let halves = h.as_tensor().chunk(2, candle_core::D::Minus1).unwrap();
+        let want = (&halves[0] * halves[1].gelu().unwrap()).unwrap();
+        assert_close(&ours, &want, "output");
+        let (g_ours, g_want) = (loss(ours).backward().unwrap(), loss(want).backward().unwrap());
+        assert_close(g_ours.get(h.as_tensor()).unwrap(), g_want.get(h.as_tensor()).unwrap(), "input");
     }
 
     /// Same numbers as candle's convolution for every kernel, stride and padding the models use,
