@@ -522,7 +522,13 @@ impl CustomOp2 for SoftmaxGradOp {
         "easel-softmax-last-dim-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (s, g) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let row = l1.dims().last().copied().unwrap_or(1);
         if s.len() != g.len() {
@@ -602,10 +608,16 @@ fn map_row_pairs(
     let rows_per_task = (8192 / x_row.max(y_row)).max(1);
     let mut out = vec![0f32; x.len() / x_row * out_row];
     out.par_chunks_mut(out_row * rows_per_task)
-        .zip(x.par_chunks(x_row * rows_per_task).zip(y.par_chunks(y_row * rows_per_task)))
+        .zip(
+            x.par_chunks(x_row * rows_per_task)
+                .zip(y.par_chunks(y_row * rows_per_task)),
+        )
         .for_each(|(out, (x, y))| {
             vectorized(|| {
-                for (out, (x, y)) in out.chunks_exact_mut(out_row).zip(x.chunks_exact(x_row).zip(y.chunks_exact(y_row))) {
+                for (out, (x, y)) in out
+                    .chunks_exact_mut(out_row)
+                    .zip(x.chunks_exact(x_row).zip(y.chunks_exact(y_row)))
+                {
                     row_fn(x, y, out)
                 }
             })
@@ -697,7 +709,13 @@ impl CustomOp2 for GegluGradOp {
         "easel-geglu-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (h, d) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let row = l1.dims().last().copied().unwrap_or(0);
         if row % 2 != 0 || h.len() != 2 * d.len() {
@@ -1114,29 +1132,47 @@ mod tests {
     #[test]
     fn trainable_softmax_matches_candles_gradients() {
         let dev = Device::Cpu;
-        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 3., (2, 3, 5, 37), &dev).unwrap()).unwrap();
+        let x =
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, 3., (2, 3, 5, 37), &dev).unwrap())
+                .unwrap();
         let target = Tensor::randn(0f32, 1., (2, 3, 5, 37), &dev).unwrap();
         let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
         let ours = trainable_softmax_last_dim(x.as_tensor()).unwrap();
         let want = nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap();
         assert_close(&ours, &want, "output");
-        let (g_ours, g_want) = (loss(ours).backward().unwrap(), loss(want).backward().unwrap());
-        assert_close(g_ours.get(x.as_tensor()).unwrap(), g_want.get(x.as_tensor()).unwrap(), "input");
+        let (g_ours, g_want) = (
+            loss(ours).backward().unwrap(),
+            loss(want).backward().unwrap(),
+        );
+        assert_close(
+            g_ours.get(x.as_tensor()).unwrap(),
+            g_want.get(x.as_tensor()).unwrap(),
+            "input",
+        );
     }
 
     /// The trainable GEGLU gives candle's chunk, GELU and product's values and input gradients.
     #[test]
     fn trainable_geglu_matches_candles_gradients() {
         let dev = Device::Cpu;
-        let h = candle_core::Var::from_tensor(&Tensor::randn(0f32, 2., (2, 7, 2 * 37), &dev).unwrap()).unwrap();
+        let h =
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, 2., (2, 7, 2 * 37), &dev).unwrap())
+                .unwrap();
         let target = Tensor::randn(0f32, 1., (2, 7, 37), &dev).unwrap();
         let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
         let ours = trainable_geglu(h.as_tensor()).unwrap();
         let halves = h.as_tensor().chunk(2, candle_core::D::Minus1).unwrap();
         let want = (&halves[0] * halves[1].gelu().unwrap()).unwrap();
         assert_close(&ours, &want, "output");
-        let (g_ours, g_want) = (loss(ours).backward().unwrap(), loss(want).backward().unwrap());
-        assert_close(g_ours.get(h.as_tensor()).unwrap(), g_want.get(h.as_tensor()).unwrap(), "input");
+        let (g_ours, g_want) = (
+            loss(ours).backward().unwrap(),
+            loss(want).backward().unwrap(),
+        );
+        assert_close(
+            g_ours.get(h.as_tensor()).unwrap(),
+            g_want.get(h.as_tensor()).unwrap(),
+            "input",
+        );
     }
 
     /// Same numbers as candle's convolution for every kernel, stride and padding the models use,
