@@ -506,36 +506,7 @@ impl candle_core::CustomOp1 for SoftmaxOp {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let grad_in = res
-            .contiguous()?
-            .apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGradOp)?;
-        Ok(Some(grad_in))
-    }
-}
-
-/// The softmax's input gradient from its output `s` and the output's gradient `g`, one pass
-/// per row: `s · (g − Σ g·s)`.
-struct SoftmaxGradOp;
-
-impl CustomOp2 for SoftmaxGradOp {
-    fn name(&self) -> &'static str {
-        "easel-softmax-last-dim-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (s, g) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let row = l1.dims().last().copied().unwrap_or(1);
-        if s.len() != g.len() {
-            candle_core::bail!("softmax gradient: output and gradient differ in shape")
-        }
-        let out = map_row_pairs(s, g, row, row, row, softmax_grad_row);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        RowGradOp::Softmax.of(res, grad)
     }
 }
 
@@ -693,20 +664,32 @@ impl candle_core::CustomOp1 for GegluOp {
     }
 
     fn bwd(&self, h: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let grad_h = h
-            .contiguous()?
-            .apply_op2_no_bwd(&grad.contiguous()?, &GegluGradOp)?;
-        Ok(Some(grad_h))
+        RowGradOp::Geglu.of(h, grad)
     }
 }
 
-/// GEGLU's input gradient from `h = [a, g]` and the output's gradient `d`, one pass per row:
-/// `[d · gelu(g), d · a · gelu'(g)]`.
-struct GegluGradOp;
+/// The input gradient of a row-wise op from `(x, the output's gradient)`, one pass per row:
+/// the softmax's from its output `s` and gradient `g`, `s · (g − Σ g·s)`; GEGLU's from its input
+/// `h = [a, g]` and gradient `d`, `[d · gelu(g), d · a · gelu'(g)]`.
+enum RowGradOp {
+    Softmax,
+    Geglu,
+}
 
-impl CustomOp2 for GegluGradOp {
+impl RowGradOp {
+    fn of(self, x: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        x.contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &self)
+            .map(Some)
+    }
+}
+
+impl CustomOp2 for RowGradOp {
     fn name(&self) -> &'static str {
-        "easel-geglu-grad"
+        match self {
+            Self::Softmax => "easel-softmax-last-dim-grad",
+            Self::Geglu => "easel-geglu-grad",
+        }
     }
 
     fn cpu_fwd(
@@ -716,12 +699,17 @@ impl CustomOp2 for GegluGradOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (h, d) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (x, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let row = l1.dims().last().copied().unwrap_or(0);
-        if row % 2 != 0 || h.len() != 2 * d.len() {
-            candle_core::bail!("GEGLU gradient: input and gradient do not match")
-        }
-        let out = map_row_pairs(h, d, row, row / 2, row, geglu_grad_row);
+        let out = match self {
+            Self::Softmax if x.len() == grad.len() => {
+                map_row_pairs(x, grad, row, row, row, softmax_grad_row)
+            }
+            Self::Geglu if row % 2 == 0 && x.len() == 2 * grad.len() => {
+                map_row_pairs(x, grad, row, row / 2, row, geglu_grad_row)
+            }
+            _ => candle_core::bail!("{}: input and gradient do not match", self.name()),
+        };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -1128,18 +1116,20 @@ mod tests {
         }
     }
 
-    /// The trainable softmax gives candle's composed softmax's values and input gradients.
-    #[test]
-    fn trainable_softmax_matches_candles_gradients() {
+    /// `ours` and `want` (the op and candle's composition of it) give the same values and the
+    /// same gradients for an input of `shape`.
+    fn assert_same_gradients(
+        shape: &[usize],
+        ours: impl Fn(&Tensor) -> Tensor,
+        want: impl Fn(&Tensor) -> Tensor,
+    ) {
         let dev = Device::Cpu;
         let x =
-            candle_core::Var::from_tensor(&Tensor::randn(0f32, 3., (2, 3, 5, 37), &dev).unwrap())
-                .unwrap();
-        let target = Tensor::randn(0f32, 1., (2, 3, 5, 37), &dev).unwrap();
-        let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
-        let ours = trainable_softmax_last_dim(x.as_tensor()).unwrap();
-        let want = nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap();
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, 3., shape, &dev).unwrap()).unwrap();
+        let (ours, want) = (ours(x.as_tensor()), want(x.as_tensor()));
         assert_close(&ours, &want, "output");
+        let target = Tensor::randn(0f32, 1., want.shape(), &dev).unwrap();
+        let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
         let (g_ours, g_want) = (
             loss(ours).backward().unwrap(),
             loss(want).backward().unwrap(),
@@ -1151,27 +1141,26 @@ mod tests {
         );
     }
 
+    /// The trainable softmax gives candle's composed softmax's values and input gradients.
+    #[test]
+    fn trainable_softmax_matches_candles_gradients() {
+        assert_same_gradients(
+            &[2, 3, 5, 37],
+            |x| trainable_softmax_last_dim(x).unwrap(),
+            |x| nn::ops::softmax(x, candle_core::D::Minus1).unwrap(),
+        );
+    }
+
     /// The trainable GEGLU gives candle's chunk, GELU and product's values and input gradients.
     #[test]
     fn trainable_geglu_matches_candles_gradients() {
-        let dev = Device::Cpu;
-        let h =
-            candle_core::Var::from_tensor(&Tensor::randn(0f32, 2., (2, 7, 2 * 37), &dev).unwrap())
-                .unwrap();
-        let target = Tensor::randn(0f32, 1., (2, 7, 37), &dev).unwrap();
-        let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
-        let ours = trainable_geglu(h.as_tensor()).unwrap();
-        let halves = h.as_tensor().chunk(2, candle_core::D::Minus1).unwrap();
-        let want = (&halves[0] * halves[1].gelu().unwrap()).unwrap();
-        assert_close(&ours, &want, "output");
-        let (g_ours, g_want) = (
-            loss(ours).backward().unwrap(),
-            loss(want).backward().unwrap(),
-        );
-        assert_close(
-            g_ours.get(h.as_tensor()).unwrap(),
-            g_want.get(h.as_tensor()).unwrap(),
-            "input",
+        assert_same_gradients(
+            &[2, 7, 2 * 37],
+            |h| trainable_geglu(h).unwrap(),
+            |h| {
+                let halves = h.chunk(2, candle_core::D::Minus1).unwrap();
+                (&halves[0] * halves[1].gelu().unwrap()).unwrap()
+            },
         );
     }
 
