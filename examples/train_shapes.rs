@@ -52,7 +52,7 @@ const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloure
 # SD 1.5's architecture at tiny size, trained from scratch by
 # `cargo run --release --features ssr --example train_shapes`.
 kind = "sd15"
-description = "Shapes (in training): paints the background and most object colours asked for, mostly in place; a third of the shapes (rings best, most others blobs)"
+description = "Shapes (in training): paints the background and object colours asked for, mostly in place; about half of the shapes (rings and triangles best, others often blobs)"
 generated_by = "cargo run --release --features ssr --example train_shapes"
 dtype = "f16"
 scheduler = "ddim"
@@ -232,7 +232,7 @@ fn main() -> Result<()> {
         println!("latent scale {scale:.5}");
     }
 
-    let steps = env_steps("EASEL_DIFFUSION_STEPS", 6600);
+    let steps = env_steps("EASEL_DIFFUSION_STEPS", 9000);
     let batch = env_steps("EASEL_BATCH", BATCH);
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
