@@ -47,14 +47,6 @@ impl Module for LayerNorm {
     }
 }
 
-/// Softmax over the last dimension: the fused kernel, with its backward pass when training.
-pub(super) fn softmax_last_dim(xs: &Tensor, trainable: bool) -> Result<Tensor> {
-    if trainable {
-        kernels::trainable_softmax_last_dim(xs)
-    } else {
-        kernels::softmax_last_dim(xs)
-    }
-}
 
 /// Most bytes one attention score matrix may take before queries are sliced (1 GiB: SD 1.5 at
 /// 512² fits whole, larger sizes are sliced).
@@ -96,7 +88,7 @@ struct CrossAttention {
     to_q: nn::Linear,
     to_k: nn::Linear,
     to_v: nn::Linear,
-    to_out: nn::Linear,
+    to_out: kernels::Linear,
     heads: usize,
     scale: f64,
     trainable: bool,
@@ -117,7 +109,7 @@ impl CrossAttention {
             to_q,
             to_k: nn::linear_no_bias(context_dim, inner, vb.pp("to_k"))?,
             to_v: nn::linear_no_bias(context_dim, inner, vb.pp("to_v"))?,
-            to_out: nn::linear(inner, query_dim, vb.pp("to_out.0"))?,
+            to_out: kernels::linear(inner, query_dim, vb.pp("to_out.0"))?,
             heads,
             scale: 1.0 / (head_dim as f64).sqrt(),
             trainable,
@@ -146,7 +138,7 @@ impl CrossAttention {
             .to_dtype(DType::F32)?;
         let kt = (k.t()? * self.scale)?;
         let trainable = self.trainable;
-        let out = attend(&q, &kt, &v, trainable, |s| softmax_last_dim(s, trainable))?;
+        let out = attend(&q, &kt, &v, trainable, |s| kernels::softmax_last_dim(s, trainable))?;
         let out = out.to_dtype(in_dtype)?;
         let (bh, n, d) = out.dims3()?;
         let out = out
@@ -163,8 +155,8 @@ struct Block {
     norm2: LayerNorm,
     attn2: CrossAttention,
     norm3: LayerNorm,
-    ff_in: nn::Linear,
-    ff_out: nn::Linear,
+    ff_in: kernels::Linear,
+    ff_out: kernels::Linear,
 }
 
 impl Block {
@@ -177,8 +169,8 @@ impl Block {
             norm2: LayerNorm::new(dim, 1e-5, vb.pp("norm2"))?,
             attn2: CrossAttention::new(vb.pp("attn2"), dim, context_dim, heads, head_dim)?,
             norm3: LayerNorm::new(dim, 1e-5, vb.pp("norm3"))?,
-            ff_in: nn::linear(dim, inner * 2, vb.pp("ff.net.0.proj"))?,
-            ff_out: nn::linear(inner, dim, vb.pp("ff.net.2"))?,
+            ff_in: kernels::linear(dim, inner * 2, vb.pp("ff.net.0.proj"))?,
+            ff_out: kernels::linear(inner, dim, vb.pp("ff.net.2"))?,
         })
     }
 
@@ -190,9 +182,7 @@ impl Block {
             + xs)?;
         // GEGLU: half the projection gates the other half.
         let h = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
-        // Trained weights take the kernel with a backward pass.
-        let fused = if self.ff_in.weight().is_variable() { Some(kernels::trainable_geglu(&h)?) } else { kernels::geglu(&h)? };
-        let gated = match fused {
+        let gated = match kernels::geglu(&h, self.ff_in.weight().is_variable())? {
             Some(gated) => gated,
             None => {
                 let h = h.chunk(2, D::Minus1)?;
@@ -205,7 +195,7 @@ impl Block {
 
 enum Proj {
     Conv(Conv2d),
-    Linear(nn::Linear),
+    Linear(kernels::Linear),
 }
 
 pub(super) struct SpatialTransformer {
@@ -228,7 +218,7 @@ impl SpatialTransformer {
         let norm = group_norm(cfg.groups, channels, 1e-6, vb.pp("norm"))?;
         let proj = |name: &str| -> Result<Proj> {
             Ok(if cfg.linear_projection {
-                Proj::Linear(nn::linear(channels, channels, vb.pp(name))?)
+                Proj::Linear(kernels::linear(channels, channels, vb.pp(name))?)
             } else {
                 Proj::Conv(Conv2d::new(vb.pp(name), channels, channels, 1, 0, 1)?)
             })

@@ -75,6 +75,7 @@ impl Module for Conv2d {
             xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
         };
         match &self.bias {
+            Some(b) if self.trainable => kernels::trainable_add_bias(&out, b, 1),
             Some(b) => out.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(out),
         }
@@ -169,7 +170,7 @@ pub(super) struct Resnet {
     conv1: Conv2d,
     norm2: GroupNorm,
     conv2: Conv2d,
-    time_emb_proj: Option<nn::Linear>,
+    time_emb_proj: Option<kernels::Linear>,
     shortcut: Option<Conv2d>,
 }
 
@@ -189,7 +190,7 @@ impl Resnet {
             norm2: group_norm(groups, out_ch, eps, vb.pp("norm2"))?,
             conv2: Conv2d::new(vb.pp("conv2"), out_ch, out_ch, 3, 1, 1)?,
             time_emb_proj: match temb {
-                Some(t) => Some(nn::linear(t, out_ch, vb.pp("time_emb_proj"))?),
+                Some(t) => Some(kernels::linear(t, out_ch, vb.pp("time_emb_proj"))?),
                 None => None,
             },
             shortcut: if in_ch != out_ch {

@@ -57,14 +57,14 @@ impl GroupNorm {
     fn run(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
         if self.trainable && xs.device().is_cpu() && xs.dtype() == DType::F32 && xs.rank() >= 3 {
             // Training: the same kernel with a backward pass of its own (candle's composed
-            // group norm is seven ops forward and more backward, each a pass over the tensor).
+            // group norm is seven ops forward and more backward, each a pass over the tensor,
+            // and its SiLU's gradient another eight).
             let op = GroupNormOp {
                 groups: self.groups,
                 eps: self.eps,
-                silu: false,
+                silu,
             };
-            let out = xs.contiguous()?.apply_op3(&self.weight, &self.bias, op)?;
-            return if silu { nn::ops::silu(&out) } else { Ok(out) };
+            return xs.contiguous()?.apply_op3(&self.weight, &self.bias, op);
         }
         if !cpu_f32(xs, self.trainable) || xs.rank() < 3 {
             let out = self.fallback.forward(xs)?;
@@ -132,20 +132,23 @@ impl CustomOp3 for GroupNormOp {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if self.silu {
-            candle_core::bail!("group norm: no backward pass with SiLU fused in")
-        }
         let op = GroupNormGradOp {
             groups: self.groups,
             eps: self.eps,
+            silu: self.silu,
         };
-        let all =
-            x.contiguous()?
-                .apply_op3_no_bwd(&gamma.contiguous()?, &grad.contiguous()?, &op)?;
+        // The SiLU's gradient needs the norm's output, so beta too.
+        let params = match self.silu {
+            true => Tensor::cat(&[gamma, beta], 0)?,
+            false => gamma.contiguous()?,
+        };
+        let all = x
+            .contiguous()?
+            .apply_op3_no_bwd(&params, &grad.contiguous()?, &op)?;
         let (n, c) = (x.elem_count(), gamma.elem_count());
         Ok((
             Some(all.narrow(0, 0, n)?.reshape(x.shape())?),
@@ -155,13 +158,15 @@ impl CustomOp3 for GroupNormOp {
     }
 }
 
-/// The gradients of [`GroupNormOp`] (no SiLU) from `(x, gamma, grad of the output)`, as one
-/// flat tensor: the input's gradient, then gamma's, then beta's. With `x̂` the normalized input
-/// and `g = grad · gamma`: `dx = rstd · (g − mean(g) − x̂ · mean(g · x̂))` per group,
-/// `dgamma = Σ grad · x̂`, `dbeta = Σ grad` per channel.
+/// The gradients of [`GroupNormOp`] from `(x, gamma, grad of the output)` (`gamma` followed by
+/// beta with SiLU fused in), as one flat tensor: the input's gradient, then gamma's, then
+/// beta's. With `x̂` the normalized input, `d` the gradient reaching `y = x̂ · gamma + beta`
+/// (`grad`, or `grad · silu'(y)`) and `g = d · gamma`: `dx = rstd · (g − mean(g) − x̂ ·
+/// mean(g · x̂))` per group, `dgamma = Σ d · x̂`, `dbeta = Σ d` per channel.
 struct GroupNormGradOp {
     groups: usize,
     eps: f64,
+    silu: bool,
 }
 
 impl CustomOp3 for GroupNormGradOp {
@@ -178,8 +183,19 @@ impl CustomOp3 for GroupNormGradOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, gamma, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
-        let (channels, plane) = group_dims(l1, self.groups, [gamma.len(), gamma.len()])?;
+        let (x, params, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let (gamma, beta) = match self.silu {
+            true => {
+                let (gamma, beta) = params.split_at(params.len() / 2);
+                (gamma, Some(beta))
+            }
+            false => (params, None),
+        };
+        let (channels, plane) = group_dims(
+            l1,
+            self.groups,
+            [gamma.len(), beta.map_or(gamma.len(), <[f32]>::len)],
+        )?;
         if grad.len() != x.len() {
             candle_core::bail!(
                 "group norm gradient: {} gradients for {} inputs",
@@ -200,8 +216,10 @@ impl CustomOp3 for GroupNormGradOp {
                     &x[i * per_group..][..per_group],
                     &grad[i * per_group..][..per_group],
                 );
-                let gamma = &gamma[(i % self.groups) * per_channel..][..per_channel];
-                vectorized(|| group_grad(x, grad, gamma, dx, partial, plane, self.eps));
+                let first = (i % self.groups) * per_channel;
+                let gamma = &gamma[first..][..per_channel];
+                let beta = beta.map(|b| &b[first..][..per_channel]);
+                vectorized(|| group_grad(x, grad, (gamma, beta), dx, partial, plane, self.eps));
             });
         let mut out = dx;
         let mut dgamma = vec![0f64; channels];
@@ -216,12 +234,13 @@ impl CustomOp3 for GroupNormGradOp {
     }
 }
 
-/// One group's input gradient into `dx`, and per channel `[Σ grad · x̂, Σ grad]` into `partial`.
+/// One group's input gradient into `dx`, and per channel `[Σ d · x̂, Σ d]` into `partial`
+/// (`d`: the gradient reaching the norm's output; with beta, through the SiLU after it).
 #[inline(always)]
 fn group_grad(
     x: &[f32],
     grad: &[f32],
-    gamma: &[f32],
+    (gamma, beta): (&[f32], Option<&[f32]>),
     dx: &mut [f32],
     partial: &mut [f64],
     plane: usize,
@@ -232,10 +251,30 @@ fn group_grad(
     let mean = (lane_sum::<LANES>(x, |v| v) / n) as f32;
     let var = lane_sum::<LANES>(x, |v| (v - mean) * (v - mean)) / n;
     let rstd = (1.0 / (var + eps).sqrt()) as f32;
+    // `dx` holds `d` until the last loop turns it into the input's gradient in place.
+    match beta {
+        Some(beta) => {
+            for (c, (d, (x, grad))) in dx
+                .chunks_exact_mut(plane)
+                .zip(x.chunks_exact(plane).zip(grad.chunks_exact(plane)))
+                .enumerate()
+            {
+                let scale = gamma[c] * rstd;
+                let shift = beta[c] - mean * scale;
+                for ((d, &v), &g) in d.iter_mut().zip(x).zip(grad) {
+                    // silu'(y) = s · (1 + y · (1 − s)), s = σ(y).
+                    let y = v * scale + shift;
+                    let s = 1.0 / (1.0 + exp(-y));
+                    *d = g * s * (1.0 + y * (1.0 - s));
+                }
+            }
+        }
+        None => dx.copy_from_slice(grad),
+    }
     let (mut sum_g, mut sum_gx) = (0f64, 0f64);
     for (c, (x, grad)) in x
         .chunks_exact(plane)
-        .zip(grad.chunks_exact(plane))
+        .zip(dx.chunks_exact(plane))
         .enumerate()
     {
         let mut acc = [0f32; LANES];
@@ -260,15 +299,15 @@ fn group_grad(
         sum_gx += gamma[c] as f64 * dgamma;
     }
     let (mean_g, mean_gx) = ((sum_g / n) as f32, (sum_gx / n) as f32);
-    for (c, (dx, (x, grad))) in dx
+    for (c, (dx, x)) in dx
         .chunks_exact_mut(plane)
-        .zip(x.chunks_exact(plane).zip(grad.chunks_exact(plane)))
+        .zip(x.chunks_exact(plane))
         .enumerate()
     {
         let gm = gamma[c];
-        for ((d, &v), &g) in dx.iter_mut().zip(x).zip(grad) {
+        for (d, &v) in dx.iter_mut().zip(x) {
             let xhat = (v - mean) * rstd;
-            *d = rstd * (g * gm - mean_g - xhat * mean_gx);
+            *d = rstd * (*d * gm - mean_g - xhat * mean_gx);
         }
     }
 }
@@ -474,21 +513,19 @@ impl CustomOp3 for AttentionOp {
 /// Softmax over the last dimension of a contiguous f32 CPU tensor, one row per task: max, then
 /// `exp(x - max)` with the vectorized [`exp`], then the division by the sum (in f64 lanes).
 /// candle's kernel calls libm's `expf` per element, the larger part of attention's time.
-pub(super) fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
-    if !cpu_f32(xs, false) {
-        return nn::ops::softmax_last_dim(xs);
-    }
-    xs.contiguous()?.apply_op1_no_bwd(&SoftmaxOp)
-}
-
-/// The same softmax with a backward pass, for training: candle's composed softmax is five
-/// passes over the score matrix forward and about ten backward, and at the UNet's 16² level the
-/// score matrices are the largest tensors a training step touches.
-pub(super) fn trainable_softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+/// `trainable`: with a backward pass of its own (candle's fused softmax has none; its composed
+/// one is five passes over the score matrix forward and about ten backward).
+pub(super) fn softmax_last_dim(xs: &Tensor, trainable: bool) -> Result<Tensor> {
     if !(xs.device().is_cpu() && xs.dtype() == DType::F32) {
-        return nn::ops::softmax(xs, candle_core::D::Minus1);
+        return match trainable {
+            true => nn::ops::softmax(xs, candle_core::D::Minus1),
+            false => nn::ops::softmax_last_dim(xs),
+        };
     }
-    xs.contiguous()?.apply_op1(SoftmaxOp)
+    match trainable {
+        true => xs.contiguous()?.apply_op1(SoftmaxOp),
+        false => xs.contiguous()?.apply_op1_no_bwd(&SoftmaxOp),
+    }
 }
 
 struct SoftmaxOp;
@@ -623,22 +660,18 @@ fn softmax_in_place(row: &mut [f32]) {
 /// GEGLU's gating for loaded weights on the CPU: `h = [a, g]` along the last dimension gives
 /// `a · gelu(g)` with candle's tanh-form GELU, in one pass over `h` (candle takes the halves as
 /// strided views, then a GELU and a product, each a whole-tensor pass with libm's `tanhf`).
-/// `None` where the kernel does not apply (not f32 on the CPU).
-pub(super) fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
-    if !cpu_f32(h, false) {
+/// `None` where the kernel does not apply (not f32 on the CPU). `trainable`: with a backward
+/// pass of its own (candle's GELU gradient is a dozen whole-tensor ops with libm's `tanhf` and
+/// `powf`, a fifth of a diffusion step).
+pub(super) fn geglu(h: &Tensor, trainable: bool) -> Result<Option<Tensor>> {
+    if !(h.device().is_cpu() && h.dtype() == DType::F32) {
         return Ok(None);
     }
-    h.contiguous()?.apply_op1_no_bwd(&GegluOp).map(Some)
-}
-
-/// The same gating with a backward pass, for training: candle's GELU gradient is a dozen
-/// whole-tensor ops with libm's `tanhf` and `powf`, a fifth of a diffusion step.
-pub(super) fn trainable_geglu(h: &Tensor) -> Result<Tensor> {
-    if !(h.device().is_cpu() && h.dtype() == DType::F32) {
-        let h = h.chunk(2, candle_core::D::Minus1)?;
-        return &h[0] * h[1].gelu()?;
+    let h = h.contiguous()?;
+    match trainable {
+        true => h.apply_op1(GegluOp).map(Some),
+        false => h.apply_op1_no_bwd(&GegluOp).map(Some),
     }
-    h.contiguous()?.apply_op1(GegluOp)
 }
 
 struct GegluOp;
@@ -752,6 +785,158 @@ fn gelu_tanh(v: f32) -> f32 {
     const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
     let u = SQRT_TWO_OVER_PI * v * (1.0 + 0.044_715 * v * v);
     v / (1.0 + exp(-2.0 * u))
+}
+
+/// `xs + bias` along dimension `dim` (`bias` holds `xs.dim(dim)` values) with a backward pass,
+/// for biases being trained: the bias's gradient is the output's summed per channel in one pass,
+/// where candle's broadcast add sums over the leading dimensions on its generic reduction path
+/// (index arithmetic per element; a tenth of a diffusion step over all convolutions and linear
+/// layers). The same values as `broadcast_add`.
+pub(super) fn trainable_add_bias(xs: &Tensor, bias: &Tensor, dim: usize) -> Result<Tensor> {
+    if !(xs.device().is_cpu() && xs.dtype() == DType::F32 && bias.dtype() == DType::F32) {
+        let mut shape = vec![1; xs.rank()];
+        shape[dim] = bias.elem_count();
+        return xs.broadcast_add(&bias.reshape(shape)?);
+    }
+    xs.contiguous()?
+        .apply_op2(&bias.contiguous()?, AddBiasOp { dim })
+}
+
+/// The element counts before, along and after `dim`.
+fn around(dims: &[usize], dim: usize) -> Result<(usize, usize, usize)> {
+    if dim >= dims.len() {
+        candle_core::bail!("no dimension {dim} in {dims:?}")
+    }
+    Ok((
+        dims[..dim].iter().product(),
+        dims[dim],
+        dims[dim + 1..].iter().product(),
+    ))
+}
+
+struct AddBiasOp {
+    dim: usize,
+}
+
+impl CustomOp2 for AddBiasOp {
+    fn name(&self) -> &'static str {
+        "easel-add-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, bias) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (_, channels, inner) = around(l1.dims(), self.dim)?;
+        if bias.len() != channels {
+            candle_core::bail!(
+                "{}: {} bias values for {channels} channels",
+                self.name(),
+                bias.len()
+            )
+        }
+        let mut out = x.to_vec();
+        for block in out.chunks_exact_mut(channels * inner) {
+            if inner == 1 {
+                for (v, b) in block.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            } else {
+                for (run, b) in block.chunks_exact_mut(inner).zip(bias) {
+                    for v in run {
+                        *v += b;
+                    }
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _xs: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let bias_grad = grad
+            .contiguous()?
+            .apply_op1_no_bwd(&ChannelSumOp { dim: self.dim })?;
+        Ok((Some(grad.clone()), Some(bias_grad)))
+    }
+}
+
+/// Sums a tensor over every dimension but `dim` (in f64, in a fixed order).
+struct ChannelSumOp {
+    dim: usize,
+}
+
+impl candle_core::CustomOp1 for ChannelSumOp {
+    fn name(&self) -> &'static str {
+        "easel-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l)?;
+        let (_, channels, inner) = around(l.dims(), self.dim)?;
+        let mut sums = vec![0f64; channels];
+        for block in x.chunks_exact(channels * inner) {
+            if inner == 1 {
+                for (s, &v) in sums.iter_mut().zip(block) {
+                    *s += v as f64;
+                }
+            } else {
+                for (s, run) in sums.iter_mut().zip(block.chunks_exact(inner)) {
+                    *s += lane_sum::<8>(run, |v| v);
+                }
+            }
+        }
+        let out = sums.into_iter().map(|s| s as f32).collect();
+        Ok((CpuStorage::F32(out), Shape::from(channels)))
+    }
+}
+
+/// candle's linear layer; for weights being trained its bias goes through [`trainable_add_bias`].
+pub(super) struct Linear {
+    inner: nn::Linear,
+    /// The weight alone, for training (the bias is added by `trainable_add_bias`).
+    unbiased: Option<nn::Linear>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        let unbiased =
+            (weight.is_variable() && bias.is_some()).then(|| nn::Linear::new(weight.clone(), None));
+        Self {
+            inner: nn::Linear::new(weight, bias),
+            unbiased,
+        }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+}
+
+/// `candle_nn::linear`'s weights (names, shapes, initial values) in our [`Linear`].
+pub(super) fn linear(in_dim: usize, out_dim: usize, vb: nn::VarBuilder) -> Result<Linear> {
+    let l = nn::linear(in_dim, out_dim, vb)?;
+    Ok(Linear::new(l.weight().clone(), l.bias().cloned()))
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match (&self.unbiased, self.inner.bias()) {
+            (Some(unbiased), Some(bias)) => {
+                trainable_add_bias(&unbiased.forward(xs)?, bias, xs.rank() - 1)
+            }
+            _ => self.inner.forward(xs),
+        }
+    }
 }
 
 /// Runs `f` compiled for AVX2 and FMA where the CPU has them (the crate is built for plain
@@ -1082,7 +1267,8 @@ mod tests {
     }
 
     /// The trainable group norm's output and gradients (input, gamma, beta) are candle's
-    /// composed group norm's, on an input far from zero mean and unit variance.
+    /// composed group norm's (with and without the SiLU after it), on an input far from zero
+    /// mean and unit variance.
     #[test]
     fn trainable_group_norm_matches_candles_gradients() {
         let dev = Device::Cpu;
@@ -1100,19 +1286,22 @@ mod tests {
         .unwrap();
         let target = Tensor::randn(0f32, 1., (3, 16, 5, 7), &dev).unwrap();
         let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
-        let ours = norm.forward(x.as_tensor()).unwrap();
-        let want = norm.fallback.forward(x.as_tensor()).unwrap();
-        assert_close(&ours, &want, "output");
-        let (g_ours, g_want) = (
-            loss(ours).backward().unwrap(),
-            loss(want).backward().unwrap(),
-        );
-        for (name, t) in [
-            ("input", x.as_tensor()),
-            ("gamma", &norm.weight),
-            ("beta", &norm.bias),
-        ] {
-            assert_close(g_ours.get(t).unwrap(), g_want.get(t).unwrap(), name);
+        for silu in [false, true] {
+            let ours = norm.run(x.as_tensor(), silu).unwrap();
+            let want = norm.fallback.forward(x.as_tensor()).unwrap();
+            let want = if silu { want.silu().unwrap() } else { want };
+            assert_close(&ours, &want, ("output", silu));
+            let (g_ours, g_want) = (
+                loss(ours).backward().unwrap(),
+                loss(want).backward().unwrap(),
+            );
+            for (name, t) in [
+                ("input", x.as_tensor()),
+                ("gamma", &norm.weight),
+                ("beta", &norm.bias),
+            ] {
+                assert_close(g_ours.get(t).unwrap(), g_want.get(t).unwrap(), (name, silu));
+            }
         }
     }
 
@@ -1146,7 +1335,7 @@ mod tests {
     fn trainable_softmax_matches_candles_gradients() {
         assert_same_gradients(
             &[2, 3, 5, 37],
-            |x| trainable_softmax_last_dim(x).unwrap(),
+            |x| softmax_last_dim(x, true).unwrap(),
             |x| nn::ops::softmax(x, candle_core::D::Minus1).unwrap(),
         );
     }
@@ -1156,12 +1345,44 @@ mod tests {
     fn trainable_geglu_matches_candles_gradients() {
         assert_same_gradients(
             &[2, 7, 2 * 37],
-            |h| trainable_geglu(h).unwrap(),
+            |h| geglu(h, true).unwrap().unwrap(),
             |h| {
                 let halves = h.chunk(2, candle_core::D::Minus1).unwrap();
                 (&halves[0] * halves[1].gelu().unwrap()).unwrap()
             },
         );
+    }
+
+    /// The trainable bias gives candle's broadcast add's values and gradients (input and bias),
+    /// along a middle dimension (convolutions) and the last (linear layers).
+    #[test]
+    fn trainable_bias_matches_candles_gradients() {
+        let dev = Device::Cpu;
+        for (shape, dim) in [(&[3usize, 5, 7, 9][..], 1), (&[2, 11, 37][..], 2)] {
+            let var = |shape: &[usize]| {
+                candle_core::Var::from_tensor(&Tensor::randn(0f32, 3., shape, &dev).unwrap())
+                    .unwrap()
+            };
+            let (x, bias) = (var(shape), var(&[shape[dim]]));
+            let mut view = vec![1; shape.len()];
+            view[dim] = shape[dim];
+            let ours = trainable_add_bias(x.as_tensor(), bias.as_tensor(), dim).unwrap();
+            let want = x.broadcast_add(&bias.reshape(view).unwrap()).unwrap();
+            assert_close(&ours, &want, "output");
+            let target = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+            let loss = |out: Tensor| (out * &target).unwrap().sqr().unwrap().sum_all().unwrap();
+            let (g_ours, g_want) = (
+                loss(ours).backward().unwrap(),
+                loss(want).backward().unwrap(),
+            );
+            for (v, what) in [(&x, "input"), (&bias, "bias")] {
+                assert_close(
+                    g_ours.get(v.as_tensor()).unwrap(),
+                    g_want.get(v.as_tensor()).unwrap(),
+                    what,
+                );
+            }
+        }
     }
 
     /// Same numbers as candle's convolution for every kernel, stride and padding the models use,
@@ -1234,7 +1455,7 @@ mod tests {
         let dev = Device::Cpu;
         for shape in [(3, 5, 77), (2, 4, 1031), (1, 1, 3)] {
             let x = (Tensor::randn(0f32, 4., shape, &dev).unwrap() - 20.0).unwrap();
-            let ours = softmax_last_dim(&x).unwrap();
+            let ours = softmax_last_dim(&x, false).unwrap();
             let theirs = nn::ops::softmax_last_dim(&x).unwrap();
             assert_close(&ours, &theirs, shape);
         }
@@ -1265,7 +1486,7 @@ mod tests {
             ((1, 4, 2 * 320), 0.01),
         ] {
             let h = Tensor::randn(0f32, scale, shape, &dev).unwrap();
-            let ours = geglu(&h).unwrap().expect("f32 on the CPU");
+            let ours = geglu(&h, false).unwrap().expect("f32 on the CPU");
             let halves = h.chunk(2, candle_core::D::Minus1).unwrap();
             assert_close(
                 &ours,

@@ -10,7 +10,8 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn as nn;
 use tokenizers::Tokenizer;
 
-use super::attention::{softmax_last_dim, LayerNorm};
+use super::attention::LayerNorm;
+use super::kernels::{self, softmax_last_dim};
 use super::spec::{Activation, ClipArch};
 
 const BOS: &str = "<|startoftext|>";
@@ -140,13 +141,13 @@ impl PromptTokenizer {
 
 struct Layer {
     ln1: LayerNorm,
-    q: nn::Linear,
-    k: nn::Linear,
-    v: nn::Linear,
-    out: nn::Linear,
+    q: kernels::Linear,
+    k: kernels::Linear,
+    v: kernels::Linear,
+    out: kernels::Linear,
     ln2: LayerNorm,
-    fc1: nn::Linear,
-    fc2: nn::Linear,
+    fc1: kernels::Linear,
+    fc2: kernels::Linear,
 }
 
 pub(super) struct ClipText {
@@ -206,13 +207,13 @@ impl ClipText {
                 let att = vb.pp("self_attn");
                 Ok(Layer {
                     ln1: LayerNorm::new(d, 1e-5, vb.pp("layer_norm1"))?,
-                    q: nn::linear(d, d, att.pp("q_proj"))?,
-                    k: nn::linear(d, d, att.pp("k_proj"))?,
-                    v: nn::linear(d, d, att.pp("v_proj"))?,
-                    out: nn::linear(d, d, att.pp("out_proj"))?,
+                    q: kernels::linear(d, d, att.pp("q_proj"))?,
+                    k: kernels::linear(d, d, att.pp("k_proj"))?,
+                    v: kernels::linear(d, d, att.pp("v_proj"))?,
+                    out: kernels::linear(d, d, att.pp("out_proj"))?,
                     ln2: LayerNorm::new(d, 1e-5, vb.pp("layer_norm2"))?,
-                    fc1: nn::linear(d, c.intermediate_size, vb.pp("mlp.fc1"))?,
-                    fc2: nn::linear(c.intermediate_size, d, vb.pp("mlp.fc2"))?,
+                    fc1: kernels::linear(d, c.intermediate_size, vb.pp("mlp.fc1"))?,
+                    fc2: kernels::linear(c.intermediate_size, d, vb.pp("mlp.fc2"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -5,9 +5,9 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn as nn;
 
-use super::attention::{attend, softmax_last_dim};
+use super::attention::attend;
 use super::conv::{Conv2d, Resnet};
-use super::kernels::{group_norm, GroupNorm};
+use super::kernels::{self, group_norm, softmax_last_dim, GroupNorm};
 use super::spec::VaeArch;
 
 const EPS: f64 = 1e-6;
@@ -15,18 +15,18 @@ const EPS: f64 = 1e-6;
 /// The single-head self-attention in the VAE's middle block.
 struct Attention {
     norm: GroupNorm,
-    q: nn::Linear,
-    k: nn::Linear,
-    v: nn::Linear,
-    out: nn::Linear,
+    q: kernels::Linear,
+    k: kernels::Linear,
+    v: kernels::Linear,
+    out: kernels::Linear,
     trainable: bool,
 }
 
 /// A channels x channels projection, stored either as a matrix or as a 1x1 convolution.
-fn projection(vb: nn::VarBuilder, c: usize) -> Result<nn::Linear> {
+fn projection(vb: nn::VarBuilder, c: usize) -> Result<kernels::Linear> {
     match vb.get((c, c), "weight") {
-        Ok(w) => Ok(nn::Linear::new(w, Some(vb.get(c, "bias")?))),
-        Err(_) => Ok(nn::Linear::new(
+        Ok(w) => Ok(kernels::Linear::new(w, Some(vb.get(c, "bias")?))),
+        Err(_) => Ok(kernels::Linear::new(
             vb.get((c, c, 1, 1), "weight")?.reshape((c, c))?,
             Some(vb.get(c, "bias")?),
         )),
