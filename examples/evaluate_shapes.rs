@@ -1,7 +1,8 @@
 //! Judges the default model (`models/shapes`) on prompts it was not trained on: held-out
 //! colour/shape/background combinations in free phrasing, painted at 128x128 and at the
 //! model's default size, each picture checked by plain image analysis (`easel::scenes::score`).
-//! Prints a table per size, the time per picture, and the prompts it got wrong.
+//! Prints a table per size, the shapes right per shape asked for, the time per picture, and the
+//! prompts it got wrong.
 //!
 //! Usage: `cargo run --release --features ssr --example evaluate_shapes -- [COUNT] [--save DIR]
 //! [--guidance G] [--seed S]` (COUNT prompts per size, default 200; `--save` writes the pictures

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 use candle_nn::Optimizer;
 use easel::engine::{parse_model_spec, Trainer};
-use easel::scenes::{Colour, Scene, Shape, SYNONYMS, VOCABULARY};
+use easel::scenes::{Colour, Rendered, Scene, Shape, SYNONYMS, VOCABULARY};
 use image::imageops;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -207,7 +207,7 @@ fn main() -> Result<()> {
         let mut weights = Vec::with_capacity(VAE_BATCH * (VAE_CROP * VAE_CROP) as usize);
         let images: Vec<_> = (0..VAE_BATCH)
             .map(|_| {
-                let (img, coverage) = Scene::random(&mut rng, false).render_with_coverage(SIDE, &mut rng);
+                let Rendered { image: img, coverage, .. } = Scene::random(&mut rng, false).render_with_coverage(SIDE, &mut rng);
                 let (x, y) = (
                     rng.random_range(0..=SIDE - VAE_CROP),
                     rng.random_range(0..=SIDE - VAE_CROP),
@@ -308,12 +308,18 @@ struct Pooled {
 /// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
 fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
     let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
-    let (images, coverages): (Vec<_>, Vec<_>) = scenes.iter().map(|s| s.render_with_coverage(SIDE, rng)).unzip();
+    let (images, weights): (Vec<_>, Vec<_>) = scenes
+        .iter()
+        .map(|s| {
+            let r = s.render_with_coverage(SIDE, rng);
+            (r.image, latent_weight(&r.coverage, &r.unlike_circle))
+        })
+        .unzip();
     let z = trainer.latents(&images)?;
-    for ((i, scene), coverage) in scenes.into_iter().enumerate().zip(&coverages) {
+    for ((i, scene), weight) in scenes.into_iter().enumerate().zip(weights) {
         pool.push_back(Pooled {
             latent: z.narrow(0, i, 1)?.contiguous()?,
-            weight: latent_weight(coverage)?,
+            weight: weight?,
             scene,
         });
         if pool.len() > POOL {
@@ -324,13 +330,20 @@ fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, rng: &m
 }
 
 /// `[1, 1, SIDE / 8, SIDE / 8]`: 1 on the background, up to 1 + OBJECT_WEIGHT on the objects
-/// and the latent pixels next to them (the objects' share of each 8x8 cell, spread one cell).
-fn latent_weight(coverage: &[f32]) -> Result<Tensor> {
+/// and the latent pixels next to them (the objects' share of each 8x8 cell, spread one cell),
+/// plus up to SHAPE_WEIGHT where a shape differs from a circle (that share of the cell).
+fn latent_weight(coverage: &[f32], unlike_circle: &[f32]) -> Result<Tensor> {
     let (side, cells) = (SIDE as usize, SIDE as usize / 8);
-    let mut share = vec![0f32; cells * cells];
-    for (i, c) in coverage.iter().enumerate() {
-        share[(i / side / 8) * cells + (i % side) / 8] += c / 64.0;
-    }
+    let cell_shares = |map: &[f32]| {
+        let mut share = vec![0f32; cells * cells];
+        for (i, c) in map.iter().enumerate() {
+            share[(i / side / 8) * cells + (i % side) / 8] += c / 64.0;
+        }
+        share
+    };
+    let share = cell_shares(coverage);
+    let shape_weight = env_steps("EASEL_SHAPE_WEIGHT", 0) as f32;
+    let unlike = cell_shares(unlike_circle);
     let mut weight = vec![1f32; cells * cells];
     for (i, w) in weight.iter_mut().enumerate() {
         let (y, x) = ((i / cells) as isize, (i % cells) as isize);
@@ -341,7 +354,7 @@ fn latent_weight(coverage: &[f32]) -> Result<Tensor> {
                 near = near.max(share[ny as usize * cells + nx as usize]);
             }
         }
-        *w += OBJECT_WEIGHT * near;
+        *w += OBJECT_WEIGHT * near + shape_weight * unlike[i];
     }
     Ok(Tensor::from_vec(weight, (1, 1, cells, cells), &candle_core::Device::Cpu)?)
 }

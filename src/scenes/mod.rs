@@ -444,18 +444,18 @@ impl Scene {
 
     /// Paints the scene at `side` x `side`, with jitter in colour, place and size from `rng`.
     pub fn render(&self, side: u32, rng: &mut impl Rng) -> RgbImage {
-        self.render_with_coverage(side, rng).0
+        self.render_with_coverage(side, rng).image
     }
 
-    /// [`Scene::render`], and how much of each pixel the objects cover (0..1, row by row):
-    /// training weighs the objects' part of the picture by it.
-    pub fn render_with_coverage(&self, side: u32, rng: &mut impl Rng) -> (RgbImage, Vec<f32>) {
+    /// [`Scene::render`], with the maps training weighs the picture's parts by.
+    pub fn render_with_coverage(&self, side: u32, rng: &mut impl Rng) -> Rendered {
         let jitter = |rng: &mut dyn rand::RngCore, c: [u8; 3]| -> [f32; 3] {
             c.map(|v| (v as f32 + rng.random_range(-12.0f32..12.0)).clamp(0.0, 255.0))
         };
         let bg = jitter(rng, self.painted_background().rgb());
         let mut canvas: Vec<[f32; 3]> = vec![bg; (side * side) as usize];
         let mut coverage = vec![0f32; (side * side) as usize];
+        let mut unlike_circle = vec![0f32; (side * side) as usize];
         let s = side as f32;
         for (o, cell) in self.objects.iter().zip(self.painted_positions()) {
             let colour = jitter(rng, o.colour.rgb());
@@ -464,12 +464,33 @@ impl Scene {
             let cx = (cx + rng.random_range(-0.035f32..0.035)) * s;
             let cy = (cy + rng.random_range(-0.035f32..0.035)) * s;
             paint(&mut canvas, &mut coverage, side, o.shape, (cx, cy, r), colour);
+            // Where this shape and a circle in its place differ: each other's coverage, both
+            // painted alone (the scratch canvas is thrown away).
+            let mut alone = [vec![0f32; coverage.len()], vec![0f32; coverage.len()]];
+            let mut scratch = vec![[0f32; 3]; coverage.len()];
+            for (cov, shape) in alone.iter_mut().zip([o.shape, Shape::Circle]) {
+                paint(&mut scratch, cov, side, shape, (cx, cy, r), colour);
+            }
+            for ((u, a), b) in unlike_circle.iter_mut().zip(&alone[0]).zip(&alone[1]) {
+                *u = u.max((a - b).abs());
+            }
         }
-        let img = RgbImage::from_fn(side, side, |x, y| {
+        let image = RgbImage::from_fn(side, side, |x, y| {
             Rgb(canvas[(y * side + x) as usize].map(|v| v.round() as u8))
         });
-        (img, coverage)
+        Rendered { image, coverage, unlike_circle }
     }
+}
+
+/// A rendered scene and, per pixel (0..1, row by row), what training weighs its parts by.
+pub struct Rendered {
+    pub image: RgbImage,
+    /// How much of the pixel the objects cover.
+    pub coverage: Vec<f32>,
+    /// How much an object's shape differs there from a circle of its size and place (a square's
+    /// corners, a star's points and the gaps between them, a ring's hole): what tells the shapes
+    /// apart, and what a model that paints every object as a round blob gets wrong.
+    pub unlike_circle: Vec<f32>,
 }
 
 /// Blends `shape` centred at (cx, cy) with radius r into the canvas, 4x4 samples per pixel, and
@@ -526,7 +547,9 @@ mod tests {
             objects: vec![Object { colour: Colour::Red, shape: Shape::Circle, position: None, size: None }],
         };
         let side = 128;
-        let (img, coverage) = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(1));
+        let Rendered { image: img, coverage, unlike_circle } = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(1));
+        // A circle differs from a circle nowhere.
+        assert!(unlike_circle.iter().all(|&u| u == 0.0));
         assert_eq!(coverage.len(), (side * side) as usize);
         let area: f32 = coverage.iter().sum();
         let expected = std::f32::consts::PI * (0.15 * side as f32).powi(2);
@@ -540,5 +563,25 @@ mod tests {
             assert_eq!(c > 0.5, reddish, "pixel {i}: coverage {c}, colour {:?}", px.0);
         }
         assert_eq!(coverage[0], 0.0);
+    }
+
+    /// Where a square differs from a circle in its place: the symmetric difference of the two,
+    /// 0.604 r² for a square of half-side 0.85 r (corners out, four caps in), r from its area.
+    #[test]
+    fn a_square_is_unlike_a_circle_at_its_corners() {
+        let scene = Scene {
+            background: Some(Colour::Blue),
+            objects: vec![Object { colour: Colour::Red, shape: Shape::Square, position: None, size: None }],
+        };
+        let side = 128;
+        let Rendered { coverage, unlike_circle, .. } = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(2));
+        let r2 = coverage.iter().sum::<f32>() / (4.0 * 0.85 * 0.85);
+        let caps = 4.0 * (0.85f32.acos() - 0.85 * (1.0 - 0.85f32 * 0.85).sqrt());
+        let expected = (4.0 * 0.85 * 0.85 + std::f32::consts::PI - 2.0 * (std::f32::consts::PI - caps)) * r2;
+        let unlike: f32 = unlike_circle.iter().sum();
+        assert!((unlike / expected - 1.0).abs() < 0.1, "unlike a circle on {unlike} px, expected {expected}");
+        // The square's centre and the background far from it are alike.
+        let (c, far) = ((side / 2 * side + side / 2) as usize, 0);
+        assert_eq!((unlike_circle[c], unlike_circle[far]), (0.0, 0.0));
     }
 }

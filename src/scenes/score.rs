@@ -327,6 +327,8 @@ pub struct Report {
     pub colour: Tally,
     pub shape: Tally,
     pub position: Tally,
+    /// The shape tally per shape asked for, in `Shape::ALL`'s order.
+    pub by_shape: [Tally; Shape::ALL.len()],
     /// "prompt -> what was seen" for each prompt with something wrong.
     pub misses: Vec<String>,
 }
@@ -350,6 +352,8 @@ impl Report {
         ] {
             t.push_str(&format!("| {name} | {} | {} | {:.1} % |\n", tally.right, tally.named, 100.0 * tally.share()));
         }
+        let by_shape: Vec<String> = Shape::ALL.iter().zip(&self.by_shape).map(|(s, t)| format!("{} {}/{}", s.name(), t.right, t.named)).collect();
+        t.push_str(&format!("\nshapes right, by shape asked for: {}\n", by_shape.join(", ")));
         t
     }
 }
@@ -383,6 +387,10 @@ pub fn evaluate_scenes(
         report.background.add(v.background);
         report.colour.add(v.colour.iter().copied());
         report.shape.add(v.shape.iter().copied());
+        for (o, &ok) in scene.objects.iter().zip(&v.shape) {
+            let kind = Shape::ALL.iter().position(|&s| s == o.shape).expect("every shape is in Shape::ALL");
+            report.by_shape[kind].add([ok]);
+        }
         report.position.add(v.position.iter().copied());
         if v.all_right() {
             report.all_right += 1;
@@ -437,6 +445,10 @@ mod tests {
                 report.background.add(v.background);
                 report.colour.add(v.colour.iter().copied());
                 report.shape.add(v.shape.iter().copied());
+        for (o, &ok) in scene.objects.iter().zip(&v.shape) {
+            let kind = Shape::ALL.iter().position(|&s| s == o.shape).expect("every shape is in Shape::ALL");
+            report.by_shape[kind].add([ok]);
+        }
                 report.position.add(v.position.iter().copied());
             }
             println!("blur {sigma}:\n{}", report.table());
