@@ -9,7 +9,9 @@
 //! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there;
 //! EASEL_VAE_FROM=<models dir> takes the VAE written there and trains the rest anew;
 //! EASEL_SEED=<n> draws other scenes (a resumed run should not see the first run's again);
-//! EASEL_VAE_CHANNELS="32,32,64,64" tries other VAE widths (`block_out_channels`).
+//! EASEL_VAE_CHANNELS="32,32,64,64" tries other VAE widths (`block_out_channels`);
+//! EASEL_SHAPE_WEIGHT=<n> weighs the latent pixels where a shape differs from a circle up to n
+//! more (models/README.md: tried, not yet in the recipe).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
