@@ -9,7 +9,9 @@
 //! as PNGs; `--guidance` tries another scale than the model's default; `--seed` draws another
 //! set of prompts, e.g. to tune settings on prompts other than the reported ones; `--vae` judges
 //! instead the scenes themselves rendered and passed through the VAE, encoded and decoded: the
-//! most any diffusion model on that VAE can score.)
+//! most any diffusion model on that VAE can score; `--latent-noise N` adds Gaussian noise of
+//! standard deviation N to the scaled latents before decoding, N = 0.05 being a fifth of theirs:
+//! which shapes survive latents a little off.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -39,7 +41,17 @@ fn main() -> Result<()> {
         .unwrap_or(SEED);
     let models = std::env::var("EASEL_MODELS_DIR").unwrap_or_else(|_| "models".into());
     if args.iter().any(|a| a == "--vae") {
-        return judge_vae(Path::new(&models), count, seed, save.as_deref());
+        let latent_noise: f64 = flag("--latent-noise")
+            .map(|n| n.parse())
+            .transpose()?
+            .unwrap_or(0.0);
+        return judge_vae(
+            Path::new(&models),
+            count,
+            seed,
+            latent_noise,
+            save.as_deref(),
+        );
     }
     let engine = Engine::load(Path::new(&models), "shapes", DevicePreference::Cpu)
         .context("loading models/shapes")?;
@@ -87,17 +99,29 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Renders the held-out scenes, passes them through the VAE and judges what comes back.
-fn judge_vae(models: &Path, count: usize, seed: u64, save: Option<&Path>) -> Result<()> {
+/// Renders the held-out scenes, passes them through the VAE (noise of `latent_noise` added to
+/// the latents) and judges what comes back.
+fn judge_vae(
+    models: &Path,
+    count: usize,
+    seed: u64,
+    latent_noise: f64,
+    save: Option<&Path>,
+) -> Result<()> {
     let spec = read_model_spec(models, "shapes")?;
     let dir = models.join("shapes");
     let tokenizer = tokenizers::Tokenizer::from_file(dir.join(&spec.files.tokenizer.file))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let vae_scale = spec.vae_scale;
     let mut trainer = Trainer::new(spec, tokenizer, 0).map_err(|e| anyhow::anyhow!(e))?;
-    trainer.reuse_vae(&dir)?;
+    // The whole model, for its latent scale (what `--latent-noise` is counted in).
+    trainer.resume(&dir, vae_scale)?;
     let report = evaluate_scenes(count, 128, seed, |scene, prompt, side, seed| {
         let img = scene.render(side, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-        let back = trainer.reconstruct(&[img]).expect("the VAE runs").remove(0);
+        let back = trainer
+            .reconstruct(&[img], latent_noise, seed)
+            .expect("the VAE runs")
+            .remove(0);
         if let Some(dir) = save {
             save_picture(dir, &back, side, seed, prompt);
         }

@@ -217,9 +217,23 @@ impl Trainer {
         (mean.detach() * self.latent_scale)?.contiguous()
     }
 
-    /// `images` encoded (latent mean) and decoded again: what the VAE keeps of them.
-    pub fn reconstruct(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
+    /// `images` encoded (latent mean) and decoded again: what the VAE keeps of them. With
+    /// `noise` above 0, Gaussian noise of that standard deviation (in scaled latents' units, the
+    /// diffusion model's) from `seed` is added before decoding: how much of a shape survives
+    /// latents as far off as a diffusion model's.
+    pub fn reconstruct(&self, images: &[RgbImage], noise: f64, seed: u64) -> Result<Vec<RgbImage>> {
         let (mean, _) = self.vae.1.encode(&images_tensor(images, &self.dev)?)?;
+        let mean = match noise > 0.0 {
+            true => {
+                let n = gaussian(
+                    &mut ChaCha8Rng::seed_from_u64(seed),
+                    mean.dims4()?,
+                    &self.dev,
+                )?;
+                (mean + (n * (noise / self.latent_scale))?)?
+            }
+            false => mean,
+        };
         let x = ((self.vae.1.decode(&mean)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?;
         let (_, _, h, w) = x.dims4()?;
         let pixels = x
