@@ -47,7 +47,6 @@ impl Module for LayerNorm {
     }
 }
 
-
 /// Most bytes one attention score matrix may take before queries are sliced (1 GiB: SD 1.5 at
 /// 512² fits whole, larger sizes are sliced).
 const ATTENTION_BUDGET: usize = 1 << 30;
