@@ -10,7 +10,7 @@
 //! EASEL_VAE_FROM=<models dir> takes the VAE written there and trains the rest anew;
 //! EASEL_SEED=<n> draws other scenes (a resumed run should not see the first run's again);
 //! EASEL_VAE_CHANNELS="32,32,64,64" tries other VAE widths (`block_out_channels`);
-//! EASEL_SHAPE_WEIGHT=<n> weighs the latent pixels where a shape differs from a circle up to n
+//! EASEL_SHAPE_WEIGHT=<x> weighs the latent pixels where a shape differs from a circle up to x
 //! more (models/README.md: tried, not yet in the recipe).
 
 use std::collections::VecDeque;
@@ -117,7 +117,8 @@ fn model_toml(vae_scale: f64) -> String {
     }
 }
 
-fn env_steps(name: &str, default: usize) -> usize {
+/// The number in environment variable `name`, or `default` when it is unset or not one.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -175,7 +176,7 @@ fn main() -> Result<()> {
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = parse_model_spec(&model_toml(1.0), NAME, &dir)?;
-    let seed = std::env::var("EASEL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(SEED);
+    let seed = env_or("EASEL_SEED", SEED);
     let mut trainer = Trainer::new(spec, tok, seed).map_err(|e| anyhow::anyhow!(e))?;
     let [c, u, v] = trainer.parameter_counts();
     println!("parameters: text encoder {c}, UNet {u}, VAE {v}");
@@ -201,7 +202,7 @@ fn main() -> Result<()> {
     let vae_steps = if resume.is_some() || vae_from.is_some() {
         0
     } else {
-        env_steps("EASEL_VAE_STEPS", 1900)
+        env_or("EASEL_VAE_STEPS", 1900)
     };
     let mut opt = trainer.vae_optimizer(1e-3)?;
     for step in 0..vae_steps {
@@ -234,8 +235,9 @@ fn main() -> Result<()> {
         println!("latent scale {scale:.5}");
     }
 
-    let steps = env_steps("EASEL_DIFFUSION_STEPS", 9000);
-    let batch = env_steps("EASEL_BATCH", BATCH);
+    let steps = env_or("EASEL_DIFFUSION_STEPS", 9000);
+    let batch = env_or("EASEL_BATCH", BATCH);
+    let shape_weight = env_or("EASEL_SHAPE_WEIGHT", 0f32);
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
     let peak = if resume.is_some() { 3e-4 } else { 1e-3 };
@@ -244,11 +246,11 @@ fn main() -> Result<()> {
     // of recent ones and each batch is drawn from the pool (each caption phrased anew).
     let mut pool: VecDeque<Pooled> = VecDeque::with_capacity(POOL);
     while pool.len() < POOL / 4 {
-        add_to_pool(&mut pool, &trainer, 32, &mut rng)?;
+        add_to_pool(&mut pool, &trainer, 32, shape_weight, &mut rng)?;
     }
     for step in 0..steps {
         opt.set_learning_rate(lr(peak, step, steps));
-        add_to_pool(&mut pool, &trainer, FRESH, &mut rng)?;
+        add_to_pool(&mut pool, &trainer, FRESH, shape_weight, &mut rng)?;
         let picked: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pool.len()))
             .collect();
@@ -308,13 +310,14 @@ struct Pooled {
 }
 
 /// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
-fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, shape_weight: f32, rng: &mut ChaCha8Rng) -> Result<()> {
     let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
     let (images, weights): (Vec<_>, Vec<_>) = scenes
         .iter()
         .map(|s| {
-            let r = s.render_with_coverage(SIDE, rng);
-            (r.image, latent_weight(&r.coverage, &r.unlike_circle))
+            let rendered = s.render_with_coverage(SIDE, rng);
+            let weight = latent_weight(&rendered, shape_weight);
+            (rendered.image, weight)
         })
         .unzip();
     let z = trainer.latents(&images)?;
@@ -333,8 +336,8 @@ fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, rng: &m
 
 /// `[1, 1, SIDE / 8, SIDE / 8]`: 1 on the background, up to 1 + OBJECT_WEIGHT on the objects
 /// and the latent pixels next to them (the objects' share of each 8x8 cell, spread one cell),
-/// plus up to SHAPE_WEIGHT where a shape differs from a circle (that share of the cell).
-fn latent_weight(coverage: &[f32], unlike_circle: &[f32]) -> Result<Tensor> {
+/// plus up to `shape_weight` where a shape differs from a circle (that share of the cell).
+fn latent_weight(rendered: &Rendered, shape_weight: f32) -> Result<Tensor> {
     let (side, cells) = (SIDE as usize, SIDE as usize / 8);
     let cell_shares = |map: &[f32]| {
         let mut share = vec![0f32; cells * cells];
@@ -343,9 +346,9 @@ fn latent_weight(coverage: &[f32], unlike_circle: &[f32]) -> Result<Tensor> {
         }
         share
     };
-    let share = cell_shares(coverage);
-    let shape_weight = env_steps("EASEL_SHAPE_WEIGHT", 0) as f32;
-    let unlike = cell_shares(unlike_circle);
+    let share = cell_shares(&rendered.coverage);
+    // Only painted when it counts: two more shapes' worth of coverage per object.
+    let unlike = if shape_weight > 0.0 { cell_shares(&rendered.unlike_circle()) } else { vec![0.0; cells * cells] };
     let mut weight = vec![1f32; cells * cells];
     for (i, w) in weight.iter_mut().enumerate() {
         let (y, x) = ((i / cells) as isize, (i % cells) as isize);

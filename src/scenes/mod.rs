@@ -7,6 +7,8 @@
 
 pub mod score;
 
+use std::ops::RangeInclusive;
+
 use image::{Rgb, RgbImage};
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -455,7 +457,7 @@ impl Scene {
         let bg = jitter(rng, self.painted_background().rgb());
         let mut canvas: Vec<[f32; 3]> = vec![bg; (side * side) as usize];
         let mut coverage = vec![0f32; (side * side) as usize];
-        let mut unlike_circle = vec![0f32; (side * side) as usize];
+        let mut placed = Vec::with_capacity(self.objects.len());
         let s = side as f32;
         for (o, cell) in self.objects.iter().zip(self.painted_positions()) {
             let colour = jitter(rng, o.colour.rgb());
@@ -464,21 +466,12 @@ impl Scene {
             let cx = (cx + rng.random_range(-0.035f32..0.035)) * s;
             let cy = (cy + rng.random_range(-0.035f32..0.035)) * s;
             paint(&mut canvas, &mut coverage, side, o.shape, (cx, cy, r), colour);
-            // Where this shape and a circle in its place differ: each other's coverage, both
-            // painted alone (the scratch canvas is thrown away).
-            let mut alone = [vec![0f32; coverage.len()], vec![0f32; coverage.len()]];
-            let mut scratch = vec![[0f32; 3]; coverage.len()];
-            for (cov, shape) in alone.iter_mut().zip([o.shape, Shape::Circle]) {
-                paint(&mut scratch, cov, side, shape, (cx, cy, r), colour);
-            }
-            for ((u, a), b) in unlike_circle.iter_mut().zip(&alone[0]).zip(&alone[1]) {
-                *u = u.max((a - b).abs());
-            }
+            placed.push((o.shape, (cx, cy, r)));
         }
         let image = RgbImage::from_fn(side, side, |x, y| {
             Rgb(canvas[(y * side + x) as usize].map(|v| v.round() as u8))
         });
-        Rendered { image, coverage, unlike_circle }
+        Rendered { image, coverage, placed }
     }
 }
 
@@ -487,10 +480,49 @@ pub struct Rendered {
     pub image: RgbImage,
     /// How much of the pixel the objects cover.
     pub coverage: Vec<f32>,
-    /// How much an object's shape differs there from a circle of its size and place (a square's
-    /// corners, a star's points and the gaps between them, a ring's hole): what tells the shapes
-    /// apart, and what a model that paints every object as a round blob gets wrong.
-    pub unlike_circle: Vec<f32>,
+    /// Each object's shape and where it landed (centre and radius, jitter included).
+    placed: Vec<(Shape, (f32, f32, f32))>,
+}
+
+impl Rendered {
+    /// Per pixel, how much an object's shape differs there from a circle of its size and place
+    /// (a square's corners, a star's points and the gaps between them, a ring's hole): what tells
+    /// the shapes apart, and what a model that paints every object as a round blob gets wrong.
+    pub fn unlike_circle(&self) -> Vec<f32> {
+        let side = self.image.width();
+        let mut unlike = vec![0f32; self.coverage.len()];
+        for &(shape, disc) in &self.placed {
+            let (xs, ys) = bounding_box(side, disc);
+            for y in ys {
+                for x in xs.clone() {
+                    let u = &mut unlike[(y * side + x) as usize];
+                    *u = u.max((covered(shape, x, y, disc) - covered(Shape::Circle, x, y, disc)).abs());
+                }
+            }
+        }
+        unlike
+    }
+}
+
+/// The pixels a shape centred at (cx, cy) with radius r may touch, clipped to the picture.
+fn bounding_box(side: u32, (cx, cy, r): (f32, f32, f32)) -> (RangeInclusive<u32>, RangeInclusive<u32>) {
+    let clip = |lo: f32, hi: f32| (lo.floor().max(0.0) as u32)..=(hi.ceil().min(side as f32 - 1.0) as u32);
+    (clip(cx - r - 1.0, cx + r + 1.0), clip(cy - r - 1.0, cy + r + 1.0))
+}
+
+/// The share of pixel (x, y) inside `shape` centred at (cx, cy) with radius r: 4x4 samples.
+fn covered(shape: Shape, x: u32, y: u32, (cx, cy, r): (f32, f32, f32)) -> f32 {
+    let mut hits = 0;
+    for sy in 0..4 {
+        for sx in 0..4 {
+            let u = (x as f32 + (sx as f32 + 0.5) / 4.0 - cx) / r;
+            let v = (y as f32 + (sy as f32 + 0.5) / 4.0 - cy) / r;
+            if shape.contains(u, v) {
+                hits += 1;
+            }
+        }
+    }
+    hits as f32 / 16.0
 }
 
 /// Blends `shape` centred at (cx, cy) with radius r into the canvas, 4x4 samples per pixel, and
@@ -503,24 +535,11 @@ pub(crate) fn paint(
     (cx, cy, r): (f32, f32, f32),
     colour: [f32; 3],
 ) {
-    let x0 = ((cx - r - 1.0).floor().max(0.0)) as u32;
-    let x1 = ((cx + r + 1.0).ceil().min(side as f32 - 1.0)) as u32;
-    let y0 = ((cy - r - 1.0).floor().max(0.0)) as u32;
-    let y1 = ((cy + r + 1.0).ceil().min(side as f32 - 1.0)) as u32;
-    for y in y0..=y1 {
-        for x in x0..=x1 {
-            let mut hits = 0;
-            for sy in 0..4 {
-                for sx in 0..4 {
-                    let u = (x as f32 + (sx as f32 + 0.5) / 4.0 - cx) / r;
-                    let v = (y as f32 + (sy as f32 + 0.5) / 4.0 - cy) / r;
-                    if shape.contains(u, v) {
-                        hits += 1;
-                    }
-                }
-            }
-            if hits > 0 {
-                let a = hits as f32 / 16.0;
+    let (xs, ys) = bounding_box(side, (cx, cy, r));
+    for y in ys {
+        for x in xs.clone() {
+            let a = covered(shape, x, y, (cx, cy, r));
+            if a > 0.0 {
                 let i = (y * side + x) as usize;
                 coverage[i] = coverage[i].max(a);
                 let px = &mut canvas[i];
@@ -547,9 +566,10 @@ mod tests {
             objects: vec![Object { colour: Colour::Red, shape: Shape::Circle, position: None, size: None }],
         };
         let side = 128;
-        let Rendered { image: img, coverage, unlike_circle } = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(1));
+        let rendered = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(1));
         // A circle differs from a circle nowhere.
-        assert!(unlike_circle.iter().all(|&u| u == 0.0));
+        assert!(rendered.unlike_circle().iter().all(|&u| u == 0.0));
+        let Rendered { image: img, coverage, .. } = rendered;
         assert_eq!(coverage.len(), (side * side) as usize);
         let area: f32 = coverage.iter().sum();
         let expected = std::f32::consts::PI * (0.15 * side as f32).powi(2);
@@ -574,7 +594,8 @@ mod tests {
             objects: vec![Object { colour: Colour::Red, shape: Shape::Square, position: None, size: None }],
         };
         let side = 128;
-        let Rendered { coverage, unlike_circle, .. } = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(2));
+        let rendered = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(2));
+        let (coverage, unlike_circle) = (&rendered.coverage, rendered.unlike_circle());
         let r2 = coverage.iter().sum::<f32>() / (4.0 * 0.85 * 0.85);
         let caps = 4.0 * (0.85f32.acos() - 0.85 * (1.0 - 0.85f32 * 0.85).sqrt());
         let expected = (4.0 * 0.85 * 0.85 + std::f32::consts::PI - 2.0 * (std::f32::consts::PI - caps)) * r2;

@@ -356,6 +356,24 @@ impl Report {
         t.push_str(&format!("\nshapes right, by shape asked for: {}\n", by_shape.join(", ")));
         t
     }
+
+    /// Counts the verdict on the picture painted for `scene` (asked for as `prompt`).
+    pub fn add(&mut self, scene: &Scene, prompt: &str, v: &Verdict) {
+        self.prompts += 1;
+        self.background.add(v.background);
+        self.colour.add(v.colour.iter().copied());
+        self.shape.add(v.shape.iter().copied());
+        for (o, &ok) in scene.objects.iter().zip(&v.shape) {
+            let kind = Shape::ALL.iter().position(|&s| s == o.shape).expect("every shape is in Shape::ALL");
+            self.by_shape[kind].add([ok]);
+        }
+        self.position.add(v.position.iter().copied());
+        if v.all_right() {
+            self.all_right += 1;
+        } else {
+            self.misses.push(format!("{prompt:?} -> {}", v.seen));
+        }
+    }
 }
 
 /// Paints `count` prompts the model was not trained on (held-out combinations in free
@@ -382,21 +400,7 @@ pub fn evaluate_scenes(
         let scene = Scene::random(&mut rng, true);
         let prompt = scene.caption(&mut rng);
         let img = paint(&scene, &prompt, side, seed.wrapping_add(i as u64));
-        let v = judge(&img, &scene);
-        report.prompts += 1;
-        report.background.add(v.background);
-        report.colour.add(v.colour.iter().copied());
-        report.shape.add(v.shape.iter().copied());
-        for (o, &ok) in scene.objects.iter().zip(&v.shape) {
-            let kind = Shape::ALL.iter().position(|&s| s == o.shape).expect("every shape is in Shape::ALL");
-            report.by_shape[kind].add([ok]);
-        }
-        report.position.add(v.position.iter().copied());
-        if v.all_right() {
-            report.all_right += 1;
-        } else {
-            report.misses.push(format!("{prompt:?} -> {}", v.seen));
-        }
+        report.add(&scene, &prompt, &judge(&img, &scene));
     }
     report
 }
@@ -441,15 +445,7 @@ mod tests {
             for _ in 0..200 {
                 let scene = Scene::random(&mut rng, true);
                 let img = image::imageops::blur(&scene.render(128, &mut rng), sigma);
-                let v = judge(&img, &scene);
-                report.background.add(v.background);
-                report.colour.add(v.colour.iter().copied());
-                report.shape.add(v.shape.iter().copied());
-        for (o, &ok) in scene.objects.iter().zip(&v.shape) {
-            let kind = Shape::ALL.iter().position(|&s| s == o.shape).expect("every shape is in Shape::ALL");
-            report.by_shape[kind].add([ok]);
-        }
-                report.position.add(v.position.iter().copied());
+                report.add(&scene, &scene.prompt(), &judge(&img, &scene));
             }
             println!("blur {sigma}:\n{}", report.table());
             assert!(report.shape.share() >= shapes, "blur {sigma}:\n{}", report.table());
@@ -482,6 +478,32 @@ mod tests {
             assert!(seen(hole), "a hole of {hole} of the radius");
         }
         assert!(!seen(0.1), "a pinhole");
+    }
+
+    /// The shape tally is split by the shape asked for: a painter that draws every square as a
+    /// circle (and the rest as asked) misses exactly the squares.
+    #[test]
+    fn shapes_are_tallied_by_the_shape_asked_for() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let report = evaluate_scenes(120, 128, 7, |scene, _, side, _| {
+            let mut painted = scene.clone();
+            for o in &mut painted.objects {
+                if o.shape == Shape::Square {
+                    o.shape = Shape::Circle;
+                }
+            }
+            painted.render(side, &mut rng)
+        });
+        let square = Shape::ALL.iter().position(|&s| s == Shape::Square).expect("squares");
+        let (named, right) = report.by_shape.iter().fold((0, 0), |(n, r), t| (n + t.named, r + t.right));
+        assert_eq!((named, right), (report.shape.named, report.shape.right), "{}", report.table());
+        assert!(report.by_shape[square].named >= 10, "{}", report.table());
+        assert_eq!(report.by_shape[square].right, 0, "{}", report.table());
+        for (shape, tally) in Shape::ALL.iter().zip(&report.by_shape) {
+            if *shape != Shape::Square {
+                assert!(tally.named > 0 && tally.right + 1 >= tally.named, "{}: {}", shape.name(), report.table());
+            }
+        }
     }
 
     /// A picture of something else is judged wrong on what differs.
