@@ -1224,6 +1224,10 @@ fn im2col(
         // Output columns whose input column kx + ox·s − p falls inside 0..w.
         let first = (p.saturating_sub(kx)).div_ceil(s).min(ow);
         let last = ((w + p).saturating_sub(kx)).div_ceil(s).min(ow).max(first);
+        if s == 1 && ow == w {
+            same_size_rows(plane, (h, w), (ky, kx, p), (first, last), y0, dst);
+            continue;
+        }
         for oy in y0..y1 {
             let out = &mut dst[(oy - y0) * ow..(oy - y0 + 1) * ow];
             let iy = (oy * s + ky) as isize - p as isize;
@@ -1242,6 +1246,53 @@ fn im2col(
                     *o = src[ix0 + j * s];
                 }
             }
+        }
+    }
+}
+
+/// One patch-matrix row of a stride-1 convolution whose output is as wide as its input: output
+/// pixel i of the tile reads the input plane at i plus one fixed offset, so the rows that fall
+/// inside the input are one block copy (not one short copy per row, most of im2col's time on
+/// 16-pixel-wide latents), then the columns that wrapped round from a neighbouring row are
+/// zeroed. `first..last`: the output columns whose input column lies inside.
+fn same_size_rows(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    (ky, kx, p): (usize, usize, usize),
+    (first, last): (usize, usize),
+    y0: usize,
+    dst: &mut [f32],
+) {
+    let y1 = y0 + dst.len() / w;
+    // Output rows whose input row oy + ky - p lies inside 0..h.
+    let inside_from = p.saturating_sub(ky).clamp(y0, y1);
+    let inside_to = (h + p).saturating_sub(ky).clamp(inside_from, y1);
+    let (above, rest) = dst.split_at_mut((inside_from - y0) * w);
+    let (block, below) = rest.split_at_mut((inside_to - inside_from) * w);
+    above.fill(0.0);
+    below.fill(0.0);
+    if block.is_empty() {
+        return;
+    }
+    // The block's first pixel reads the plane here; shifted by kx - p it may start before the
+    // plane or end after it (only in columns zeroed below).
+    let start = ((inside_from + ky - p) * w) as isize + kx as isize - p as isize;
+    let from = start.max(0);
+    let to = (start + block.len() as isize).min(plane.len() as isize);
+    if from < to {
+        let lead = (from - start) as usize;
+        let end = lead + (to - from) as usize;
+        block[lead..end].copy_from_slice(&plane[from as usize..to as usize]);
+        block[..lead].fill(0.0);
+        block[end..].fill(0.0);
+    } else {
+        // A plane narrower than the padding: nothing of it lies in this kernel row's reach.
+        block.fill(0.0);
+    }
+    if first > 0 || last < w {
+        for row in block.chunks_exact_mut(w) {
+            row[..first].fill(0.0);
+            row[last..].fill(0.0);
         }
     }
 }
@@ -1396,6 +1447,8 @@ mod tests {
             (2, 3, 4, 9, 3, 0, 2),
             (2, 6, 3, 7, 1, 0, 1),
             (1, 3, 2, 5, 3, 2, 1),
+            (1, 3, 2, 6, 5, 2, 1),
+            (1, 2, 3, 1, 5, 2, 1),
             (2, 64, 32, 300, 3, 1, 1),
         ] {
             let x = Tensor::randn(0f32, 1., (b, c, side, side + 1), &dev).unwrap();
