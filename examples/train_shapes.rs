@@ -11,7 +11,8 @@
 //! EASEL_SEED=<n> draws other scenes (a resumed run should not see the first run's again);
 //! EASEL_VAE_CHANNELS="32,32,64,64" tries other VAE widths (`block_out_channels`);
 //! EASEL_SHAPE_WEIGHT=<x> weighs the latent pixels where a shape differs from a circle up to x
-//! more (models/README.md: tried, not yet in the recipe).
+//! more; EASEL_SHAPE_ODDS="square=3,star=2" draws diffusion scenes holding those shapes that
+//! many times as often (models/README.md: both tried, not yet in the recipe).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -238,6 +239,7 @@ fn main() -> Result<()> {
     let steps = env_or("EASEL_DIFFUSION_STEPS", 9000);
     let batch = env_or("EASEL_BATCH", BATCH);
     let shape_weight = env_or("EASEL_SHAPE_WEIGHT", 0f32);
+    let odds = shape_odds(&std::env::var("EASEL_SHAPE_ODDS").unwrap_or_default())?;
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
     let peak = if resume.is_some() { 3e-4 } else { 1e-3 };
@@ -246,11 +248,11 @@ fn main() -> Result<()> {
     // of recent ones and each batch is drawn from the pool (each caption phrased anew).
     let mut pool: VecDeque<Pooled> = VecDeque::with_capacity(POOL);
     while pool.len() < POOL / 4 {
-        add_to_pool(&mut pool, &trainer, 32, shape_weight, &mut rng)?;
+        add_to_pool(&mut pool, &trainer, 32, (shape_weight, &odds), &mut rng)?;
     }
     for step in 0..steps {
         opt.set_learning_rate(lr(peak, step, steps));
-        add_to_pool(&mut pool, &trainer, FRESH, shape_weight, &mut rng)?;
+        add_to_pool(&mut pool, &trainer, FRESH, (shape_weight, &odds), &mut rng)?;
         let picked: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pool.len()))
             .collect();
@@ -309,9 +311,34 @@ struct Pooled {
     scene: Scene,
 }
 
+/// How often scenes holding each shape are drawn, in `Shape::ALL`'s order, from
+/// "square=3,star=2" (shapes not named: 1).
+fn shape_odds(spec: &str) -> Result<[f32; Shape::ALL.len()]> {
+    let mut odds = [1f32; Shape::ALL.len()];
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').with_context(|| format!("EASEL_SHAPE_ODDS: {part:?} is not shape=number"))?;
+        let kind = Shape::ALL.iter().position(|s| s.name() == name.trim()).with_context(|| format!("EASEL_SHAPE_ODDS: no shape {name:?}"))?;
+        odds[kind] = value.trim().parse().with_context(|| format!("EASEL_SHAPE_ODDS: {value:?} is not a number"))?;
+    }
+    Ok(odds)
+}
+
+/// A training scene, those holding shapes with higher `odds` drawn that many times as often.
+fn draw_scene(odds: &[f32; Shape::ALL.len()], rng: &mut ChaCha8Rng) -> Scene {
+    let most = odds.iter().copied().fold(f32::MIN, f32::max);
+    loop {
+        let scene = Scene::random(rng, false);
+        let kind = |s: Shape| Shape::ALL.iter().position(|&k| k == s).expect("every shape is in Shape::ALL");
+        let best = scene.objects.iter().map(|o| odds[kind(o.shape)]).fold(f32::MIN, f32::max);
+        if most <= 1.0 || rng.random::<f32>() * most < best {
+            return scene;
+        }
+    }
+}
+
 /// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
-fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, shape_weight: f32, rng: &mut ChaCha8Rng) -> Result<()> {
-    let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(rng, false)).collect();
+fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, (shape_weight, odds): (f32, &[f32; Shape::ALL.len()]), rng: &mut ChaCha8Rng) -> Result<()> {
+    let scenes: Vec<Scene> = (0..n).map(|_| draw_scene(odds, rng)).collect();
     let (images, weights): (Vec<_>, Vec<_>) = scenes
         .iter()
         .map(|s| {

@@ -562,17 +562,36 @@ mod tests {
         });
         let images = [red_square_on_blue.clone()];
         let off = |out: &[RgbImage]| {
-            let sum: u64 = out[0].as_raw().iter().zip(red_square_on_blue.as_raw()).map(|(&a, &b)| a.abs_diff(b) as u64).sum();
+            let sum: u64 = out[0]
+                .as_raw()
+                .iter()
+                .zip(red_square_on_blue.as_raw())
+                .map(|(&a, &b)| a.abs_diff(b) as u64)
+                .sum();
             sum as f64 / (255.0 * red_square_on_blue.as_raw().len() as f64)
         };
         let clean = trainer.reconstruct(&images, 0.0, 1).unwrap();
-        assert_eq!(clean, trainer.reconstruct(&images, 0.0, 2).unwrap(), "no noise, no seed");
+        assert_eq!(
+            clean,
+            trainer.reconstruct(&images, 0.0, 2).unwrap(),
+            "no noise, no seed"
+        );
         let noisy = [0.05, 0.3].map(|noise| trainer.reconstruct(&images, noise, 1).unwrap());
-        assert_eq!(noisy[0], trainer.reconstruct(&images, 0.05, 1).unwrap(), "seeded");
+        assert_eq!(
+            noisy[0],
+            trainer.reconstruct(&images, 0.05, 1).unwrap(),
+            "seeded"
+        );
         let offs = [off(&clean), off(&noisy[0]), off(&noisy[1])];
         // Measured 0.059 (a flat mid-grey picture would be off by 0.35).
-        assert!(offs[0] < 0.1, "the VAE keeps a plain square: off by {offs:?}");
-        assert!(offs[0] < offs[1] && offs[1] < offs[2], "more noise, more lost: {offs:?}");
+        assert!(
+            offs[0] < 0.1,
+            "the VAE keeps a plain square: off by {offs:?}"
+        );
+        assert!(
+            offs[0] < offs[1] && offs[1] < offs[2],
+            "more noise, more lost: {offs:?}"
+        );
     }
 
     /// Two half-batches' gradients, added, are the whole batch's (odd sizes too), and the
