@@ -11,15 +11,19 @@
 //! instead the scenes themselves rendered and passed through the VAE, encoded and decoded: the
 //! most any diffusion model on that VAE can score; `--latent-noise N` adds Gaussian noise of
 //! standard deviation N to the scaled latents before decoding, N = 0.05 being a fifth of theirs:
-//! which shapes survive latents a little off.)
+//! which shapes survive latents a little off; `--words` shows how far apart the model keeps
+//! each shape word from "circle", in its text encoder's output and in what the UNet paints;
+//! `--paint PROMPT` (repeatable) with `--save DIR` and `--seed S` only paints those prompts.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use candle_core::Tensor;
 use easel::engine::{read_model_spec, DevicePreference, Engine, GenerateRequest, Trainer};
 use easel::scenes::score::{evaluate, evaluate_scenes};
+use easel::scenes::{Scene, Shape, Size};
 use rand::SeedableRng;
 
 /// Not the training seed: these prompts are drawn apart from training's.
@@ -40,6 +44,9 @@ fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(SEED);
     let models = std::env::var("EASEL_MODELS_DIR").unwrap_or_else(|_| "models".into());
+    if args.iter().any(|a| a == "--words") {
+        return judge_words(Path::new(&models));
+    }
     if args.iter().any(|a| a == "--vae") {
         let latent_noise: f64 = flag("--latent-noise")
             .map(|n| n.parse())
@@ -56,6 +63,33 @@ fn main() -> Result<()> {
     let engine = Engine::load(Path::new(&models), "shapes", DevicePreference::Cpu)
         .context("loading models/shapes")?;
     let spec = engine.spec().clone();
+    let paint = |prompt: &str, side: u32, seed: u64| {
+        let req = GenerateRequest {
+            prompt: prompt.to_string(),
+            negative_prompt: String::new(),
+            width: side,
+            height: side,
+            steps: spec.default_steps,
+            guidance: guidance.unwrap_or(spec.default_guidance),
+            seed,
+        };
+        engine.generate(&req, &mut |_| {}, &AtomicBool::new(false))
+    };
+    let prompts: Vec<&String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--paint")
+        .map(|w| &w[1])
+        .collect();
+    if !prompts.is_empty() {
+        let dir = save
+            .as_deref()
+            .context("--paint writes its pictures to --save DIR")?;
+        for prompt in prompts {
+            let img = paint(prompt, spec.default_width, seed)?;
+            save_picture(dir, &img, spec.default_width, seed, prompt);
+        }
+        return Ok(());
+    }
     let mut sides = vec![128];
     if spec.default_width != 128 {
         sides.push(spec.default_width);
@@ -63,19 +97,8 @@ fn main() -> Result<()> {
     for side in sides {
         let mut times = Vec::new();
         let report = evaluate(count, side, seed, |prompt, side, seed| {
-            let req = GenerateRequest {
-                prompt: prompt.to_string(),
-                negative_prompt: String::new(),
-                width: side,
-                height: side,
-                steps: spec.default_steps,
-                guidance: guidance.unwrap_or(spec.default_guidance),
-                seed,
-            };
             let started = Instant::now();
-            let img = engine
-                .generate(&req, &mut |_| {}, &AtomicBool::new(false))
-                .expect("generation succeeds");
+            let img = paint(prompt, side, seed).expect("generation succeeds");
             times.push(started.elapsed().as_secs_f64());
             if let Some(dir) = &save {
                 save_picture(dir, &img, side, seed, prompt);
@@ -108,14 +131,7 @@ fn judge_vae(
     latent_noise: f64,
     save: Option<&Path>,
 ) -> Result<()> {
-    let spec = read_model_spec(models, "shapes")?;
-    let dir = models.join("shapes");
-    let tokenizer = tokenizers::Tokenizer::from_file(dir.join(&spec.files.tokenizer.file))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let vae_scale = spec.vae_scale;
-    let mut trainer = Trainer::new(spec, tokenizer, 0).map_err(|e| anyhow::anyhow!(e))?;
-    // The whole model, for its latent scale (what `--latent-noise` is counted in).
-    trainer.resume(&dir, vae_scale)?;
+    let trainer = load_trainer(models)?;
     let report = evaluate_scenes(count, 128, seed, |scene, prompt, side, seed| {
         let img = scene.render(side, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
         let back = trainer
@@ -133,6 +149,61 @@ fn judge_vae(
     );
     for miss in report.misses.iter().take(20) {
         println!("  miss: {miss}");
+    }
+    Ok(())
+}
+
+/// The model's parts as the training tool holds them (the whole model: the latent scale is
+/// what `--latent-noise` is counted in).
+fn load_trainer(models: &Path) -> Result<Trainer> {
+    let spec = read_model_spec(models, "shapes")?;
+    let dir = models.join("shapes");
+    let tokenizer = tokenizers::Tokenizer::from_file(dir.join(&spec.files.tokenizer.file))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let vae_scale = spec.vae_scale;
+    let mut trainer = Trainer::new(spec, tokenizer, 0).map_err(|e| anyhow::anyhow!(e))?;
+    trainer.resume(&dir, vae_scale)?;
+    Ok(trainer)
+}
+
+/// How the model tells each shape word from "circle", for a large red shape on blue: the
+/// cosine between the text encoder's outputs at the word, and how far the UNet's estimate of
+/// the picture moves from the circle's latents towards the shape's when only the word changes
+/// (starting halfway between the two, at three noise levels; 1 = all the way, 0 = not at all).
+fn judge_words(models: &Path) -> Result<()> {
+    let trainer = load_trainer(models)?;
+    let caption = |shape: Shape| format!("a large red {} on a blue background", shape.name());
+    // <|startoftext|> a large red WORD
+    let at_word = |shape: Shape| -> Result<Tensor> {
+        Ok(trainer
+            .encode_caption(&caption(shape))?
+            .narrow(1, 4, 1)?
+            .flatten_all()?)
+    };
+    let dot = |a: &Tensor, b: &Tensor| -> Result<f32> { Ok((a * b)?.sum_all()?.to_scalar()?) };
+    let latents = |shape: Shape| -> Result<Tensor> {
+        let img = Scene::red_on_blue(shape, Some(Size::Large))
+            .render(128, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        Ok(trainer.latents(&[img])?)
+    };
+    let (circle, circle_words) = (latents(Shape::Circle)?, at_word(Shape::Circle)?);
+    println!("shape word: cosine to \"circle\" at the word; picture follows the word at t = 800 / 400 / 100");
+    for shape in &Shape::ALL[1..] {
+        let words = at_word(*shape)?;
+        let cosine = dot(&words, &circle_words)?
+            / (dot(&words, &words)? * dot(&circle_words, &circle_words)?).sqrt();
+        let apart = (latents(*shape)? - &circle)?;
+        let halfway = (&circle + (&apart * 0.5)?)?;
+        let mut follows = Vec::new();
+        for t in [800, 400, 100] {
+            let moved = (trainer.clean_estimate(&halfway, t, &caption(*shape), 1)?
+                - trainer.clean_estimate(&halfway, t, &caption(Shape::Circle), 1)?)?;
+            follows.push(format!(
+                "{:.2}",
+                dot(&moved, &apart)? / dot(&apart, &apart)?
+            ));
+        }
+        println!("{:>9}: {cosine:.3}; {}", shape.name(), follows.join(" / "));
     }
     Ok(())
 }

@@ -12,7 +12,9 @@
 //! EASEL_VAE_CHANNELS="32,32,64,64" tries other VAE widths (`block_out_channels`);
 //! EASEL_SHAPE_WEIGHT=<x> weighs the latent pixels where a shape differs from a circle up to x
 //! more; EASEL_SHAPE_ODDS="square=3,star=2" draws diffusion scenes holding those shapes that
-//! many times as often (models/README.md: both tried, not yet in the recipe).
+//! many times as often; EASEL_WORD_WEIGHT=<x> adds x times the word loss that keeps the text
+//! encoder's outputs for different words apart (`Trainer::keep_words_apart`; models/README.md:
+//! all three tried, not yet in the recipe).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -240,6 +242,10 @@ fn main() -> Result<()> {
     let batch = env_or("EASEL_BATCH", BATCH);
     let shape_weight = env_or("EASEL_SHAPE_WEIGHT", 0f32);
     let odds = shape_odds(&std::env::var("EASEL_SHAPE_ODDS").unwrap_or_default())?;
+    let word_weight = env_or("EASEL_WORD_WEIGHT", 0f64);
+    if word_weight > 0.0 {
+        trainer.keep_words_apart(word_weight, seed)?;
+    }
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
     let peak = if resume.is_some() { 3e-4 } else { 1e-3 };

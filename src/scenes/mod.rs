@@ -283,6 +283,14 @@ pub fn held_out(colour: Colour, shape: Shape, background: Option<Colour>) -> boo
 }
 
 impl Scene {
+    /// One red object of `shape` on a blue background, centred, `size` (medium when `None`).
+    pub fn red_on_blue(shape: Shape, size: Option<Size>) -> Scene {
+        Scene {
+            background: Some(Colour::Blue),
+            objects: vec![Object { colour: Colour::Red, shape, position: None, size }],
+        }
+    }
+
     /// A random scene; `held_out_only` picks among the combinations training never sees,
     /// otherwise those are avoided.
     pub fn random(rng: &mut impl Rng, held_out_only: bool) -> Scene {
@@ -561,10 +569,7 @@ mod tests {
     /// shape's area in all (a medium circle: π·(0.15·side)², size jitter ±10 %).
     #[test]
     fn coverage_marks_the_objects_pixels() {
-        let scene = Scene {
-            background: Some(Colour::Blue),
-            objects: vec![Object { colour: Colour::Red, shape: Shape::Circle, position: None, size: None }],
-        };
+        let scene = Scene::red_on_blue(Shape::Circle, None);
         let side = 128;
         let rendered = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(1));
         // A circle differs from a circle nowhere.
@@ -589,10 +594,7 @@ mod tests {
     /// 0.604 r² for a square of half-side 0.85 r (corners out, four caps in), r from its area.
     #[test]
     fn a_square_is_unlike_a_circle_at_its_corners() {
-        let scene = Scene {
-            background: Some(Colour::Blue),
-            objects: vec![Object { colour: Colour::Red, shape: Shape::Square, position: None, size: None }],
-        };
+        let scene = Scene::red_on_blue(Shape::Square, None);
         let side = 128;
         let rendered = scene.render_with_coverage(side, &mut ChaCha8Rng::seed_from_u64(2));
         let (coverage, unlike_circle) = (&rendered.coverage, rendered.unlike_circle());
