@@ -173,12 +173,8 @@ fn load_trainer(models: &Path) -> Result<Trainer> {
 fn judge_words(models: &Path) -> Result<()> {
     let trainer = load_trainer(models)?;
     let caption = |shape: Shape| format!("a large red {} on a blue background", shape.name());
-    // <|startoftext|> a large red WORD
     let at_word = |shape: Shape| -> Result<Tensor> {
-        Ok(trainer
-            .encode_caption(&caption(shape))?
-            .narrow(1, 4, 1)?
-            .flatten_all()?)
+        Ok(trainer.output_at_word(&caption(shape), shape.name())?)
     };
     let dot = |a: &Tensor, b: &Tensor| -> Result<f32> { Ok((a * b)?.sum_all()?.to_scalar()?) };
     let latents = |shape: Shape| -> Result<Tensor> {

@@ -13,8 +13,8 @@
 //! EASEL_SHAPE_WEIGHT=<x> weighs the latent pixels where a shape differs from a circle up to x
 //! more; EASEL_SHAPE_ODDS="square=3,star=2" draws diffusion scenes holding those shapes that
 //! many times as often; EASEL_WORD_WEIGHT=<x> adds x times the word loss that keeps the text
-//! encoder's outputs for different words apart (`Trainer::keep_words_apart`; models/README.md:
-//! all three tried, not yet in the recipe).
+//! encoder's outputs for different words apart (`Trainer::keep_words_apart`) from diffusion
+//! step EASEL_WORD_FROM (models/README.md: all tried).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 use candle_nn::Optimizer;
-use easel::engine::{parse_model_spec, Trainer};
+use easel::engine::{parse_model_spec, StepReport, Trainer};
 use easel::scenes::{Colour, Rendered, Scene, Shape, SYNONYMS, VOCABULARY};
 use image::imageops;
 use rand::{Rng, SeedableRng};
@@ -228,7 +228,7 @@ fn main() -> Result<()> {
         let side = VAE_CROP as usize;
         let weights = Tensor::from_vec(weights, (VAE_BATCH, 1, side, side), &candle_core::Device::Cpu)?;
         let r = trainer.vae_step(&images, Some(&weights), 1e-4, &mut opt)?;
-        report("vae", step, vae_steps, r.loss, started);
+        report("vae", step, vae_steps, &r, started);
     }
     if resume.is_none() {
         let sample: Vec<_> = (0..64)
@@ -243,9 +243,9 @@ fn main() -> Result<()> {
     let shape_weight = env_or("EASEL_SHAPE_WEIGHT", 0f32);
     let odds = shape_odds(&std::env::var("EASEL_SHAPE_ODDS").unwrap_or_default())?;
     let word_weight = env_or("EASEL_WORD_WEIGHT", 0f64);
-    if word_weight > 0.0 {
-        trainer.keep_words_apart(word_weight, seed)?;
-    }
+    // From scratch the word loss held colours back (the UNet learns them early); it is
+    // switched on once they are learnt.
+    let word_from = env_or("EASEL_WORD_FROM", 0usize);
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
     let peak = if resume.is_some() { 3e-4 } else { 1e-3 };
@@ -258,6 +258,9 @@ fn main() -> Result<()> {
     }
     for step in 0..steps {
         opt.set_learning_rate(lr(peak, step, steps));
+        if step == word_from && word_weight > 0.0 {
+            trainer.keep_words_apart(word_weight, seed)?;
+        }
         add_to_pool(&mut pool, &trainer, FRESH, (shape_weight, &odds), &mut rng)?;
         let picked: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..pool.len()))
@@ -269,7 +272,7 @@ fn main() -> Result<()> {
             .map(|&i| pool[i].scene.caption(&mut rng))
             .collect();
         let r = trainer.diffusion_step(&z0, &captions, Some(&weight), 0.1, &mut opt, &mut rng)?;
-        report("diffusion", step, steps, r.loss, started);
+        report("diffusion", step, steps, &r, started);
         if (step + 1) % 300 == 0 && step + 1 < steps {
             write(&trainer, &dir)?;
         }
@@ -293,11 +296,13 @@ fn lr(peak: f64, step: usize, total: usize) -> f64 {
     }
 }
 
-fn report(phase: &str, step: usize, total: usize, loss: f32, started: Instant) {
+fn report(phase: &str, step: usize, total: usize, r: &StepReport, started: Instant) {
     if step % 50 == 0 || step + 1 == total {
+        let words = r.word_loss.map(|w| format!(" words {w:.4}")).unwrap_or_default();
         println!(
-            "{phase} {}/{total} loss {loss:.4} ({:.0} s)",
+            "{phase} {}/{total} loss {:.4}{words} ({:.0} s)",
             step + 1,
+            r.loss,
             started.elapsed().as_secs_f64()
         );
     }

@@ -44,7 +44,7 @@ pub use self::spec::{
     WeightDType, MIN_SIDE,
 };
 pub use self::tiny::{random_weights, WeightFile};
-pub use self::train::{StepReport, Trainer};
+pub use self::train::{DiffusionLoss, StepReport, Trainer};
 
 #[cfg(feature = "hf-hub")]
 pub use self::fetch::fetch_model;

@@ -95,7 +95,27 @@ pub struct Trainer {
 
 /// What one step reports.
 pub struct StepReport {
+    /// The picture's loss (the VAE's plain L1, or the weighted diffusion loss).
     pub loss: f32,
+    /// The word loss beside it, unweighted, when [`Trainer::keep_words_apart`] is on.
+    pub word_loss: Option<f32>,
+}
+
+/// The two parts of [`Trainer::diffusion_loss`]: the picture's, and the word loss with its
+/// weight when [`Trainer::keep_words_apart`] is on.
+pub struct DiffusionLoss {
+    pub picture: Tensor,
+    pub words: Option<(Tensor, f64)>,
+}
+
+impl DiffusionLoss {
+    /// What the gradients are taken of.
+    pub fn total(&self) -> Result<Tensor> {
+        match &self.words {
+            Some((words, weight)) => &self.picture + (words * *weight)?,
+            None => Ok(self.picture.clone()),
+        }
+    }
 }
 
 fn images_tensor(images: &[RgbImage], dev: &Device) -> Result<Tensor> {
@@ -114,19 +134,22 @@ fn images_tensor(images: &[RgbImage], dev: &Device) -> Result<Tensor> {
 /// forward and backward on its own rayon task. On 2 cores one batch's many small ops left a
 /// core waiting a third of the time; two half-batches keep both busy (1.5x the rows per second).
 /// Returns the gradients of the row-weighted mean of the halves' losses (the whole batch's
-/// mean) and the reported figures' mean.
-fn in_halves<F>(rows: usize, loss_of: F) -> Result<(GradStore, f32)>
+/// mean) and the reported figures' means.
+fn in_halves<F, const N: usize>(rows: usize, loss_of: F) -> Result<(GradStore, [f32; N])>
 where
-    F: Fn(usize, usize) -> Result<(Tensor, f32)> + Sync,
+    F: Fn(usize, usize) -> Result<(Tensor, [f32; N])> + Sync,
 {
     let half = rows.div_ceil(2);
-    let run = |start: usize, len: usize| -> Result<Option<(GradStore, f32)>> {
+    let run = |start: usize, len: usize| -> Result<Option<(GradStore, [f32; N])>> {
         if len == 0 {
             return Ok(None);
         }
         let share = len as f64 / rows as f64;
         let (loss, report) = loss_of(start, len)?;
-        Ok(Some(((loss * share)?.backward()?, report * share as f32)))
+        Ok(Some((
+            (loss * share)?.backward()?,
+            report.map(|r| r * share as f32),
+        )))
     };
     let (first, second) = rayon::join(|| run(0, half), || run(half, rows - half));
     let (mut grads, mut report) = first?
@@ -134,7 +157,9 @@ where
     if let Some((more, r)) = second? {
         // Variables' gradients add up; each half's own intermediate tensors are distinct.
         grads.extend(more)?;
-        report += r;
+        for (sum, r) in report.iter_mut().zip(r) {
+            *sum += r;
+        }
     }
     Ok((grads, report))
 }
@@ -198,7 +223,7 @@ impl Trainer {
         reg: f64,
         opt: &mut AdamW,
     ) -> Result<StepReport> {
-        let (grads, l1) = in_halves(images.len(), |start, len| {
+        let (grads, [l1]) = in_halves(images.len(), |start, len| {
             let x = images_tensor(&images[start..start + len], &self.dev)?;
             let (mean, _) = self.vae.1.encode(&x)?;
             let rec = self.vae.1.decode(&mean)?;
@@ -209,10 +234,13 @@ impl Trainer {
                 None => l1.clone(),
             };
             let loss = (&weighted + (mean.sqr()?.mean_all()? * reg)?)?;
-            Ok((loss, l1.to_scalar::<f32>()?))
+            Ok((loss, [l1.to_scalar::<f32>()?]))
         })?;
         opt.step(&grads)?;
-        Ok(StepReport { loss: l1 })
+        Ok(StepReport {
+            loss: l1,
+            word_loss: None,
+        })
     }
 
     /// The clean latents of `images`, scaled: `[n, 4, side / 8, side / 8]`.
@@ -321,7 +349,7 @@ impl Trainer {
         // Each half draws its noise from its own seed, so the step does not depend on which
         // half finishes first.
         let seeds: [u64; 2] = [rng.random(), rng.random()];
-        let (grads, loss) = in_halves(captions.len(), |start, len| {
+        let (grads, [loss, word_loss]) = in_halves(captions.len(), |start, len| {
             let mut rng = ChaCha8Rng::seed_from_u64(seeds[usize::from(start > 0)]);
             let weight = where_weight.map(|w| w.narrow(0, start, len)).transpose()?;
             let loss = self.diffusion_loss(
@@ -331,15 +359,24 @@ impl Trainer {
                 weight.as_ref(),
                 &mut rng,
             )?;
-            let report = loss.to_scalar::<f32>()?;
-            Ok((loss, report))
+            let report = [
+                loss.picture.to_scalar::<f32>()?,
+                match &loss.words {
+                    Some((words, _)) => words.to_scalar::<f32>()?,
+                    None => 0.0,
+                },
+            ];
+            Ok((loss.total()?, report))
         })?;
         opt.step(&grads)?;
         self.steps += 1;
         let decay = 0.999f64.min((1.0 + self.steps as f64) / (10.0 + self.steps as f64));
         self.clip.0.update_average(decay)?;
         self.unet.0.update_average(decay)?;
-        Ok(StepReport { loss })
+        Ok(StepReport {
+            loss,
+            word_loss: self.word_directions.is_some().then_some(word_loss),
+        })
     }
 
     /// The weighted ε-prediction loss of the current weights on `z0` noised at timesteps `ts`
@@ -355,7 +392,7 @@ impl Trainer {
     /// are a few percent of a picture, and unweighted their colour, shape and place were left at
     /// chance while the background was learnt.
     ///
-    /// With [`Trainer::keep_words_apart`] the word loss is added.
+    /// With [`Trainer::keep_words_apart`] the word loss comes beside it.
     pub fn diffusion_loss(
         &self,
         z0: &Tensor,
@@ -363,7 +400,7 @@ impl Trainer {
         ts: &[usize],
         where_weight: Option<&Tensor>,
         rng: &mut ChaCha8Rng,
-    ) -> Result<Tensor> {
+    ) -> Result<DiffusionLoss> {
         let b = captions.len();
         let noise = gaussian(rng, z0.dims4()?, &self.dev)?;
         let col = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
@@ -375,30 +412,10 @@ impl Trainer {
         };
         let zt = (z0.broadcast_mul(&col(&|a| a.sqrt())?)?
             + noise.broadcast_mul(&col(&|a| (1.0 - a).sqrt())?)?)?;
-        let mut ids = Vec::with_capacity(b);
-        for caption in captions {
-            ids.push(
-                self.tokenizer
-                    .encode(caption)
-                    .map_err(candle_core::Error::Msg)?,
-            );
-        }
-        let len = ids[0].len();
-        let ids = Tensor::from_vec(ids.concat(), (b, len), &self.dev)?;
-        let context = self.clip.1.forward(&ids, self.tokenizer.eos())?.last;
+        let (ids, context) = self.encode_batch(captions)?;
         let words = match &self.word_directions {
             Some((directions, weight)) => {
-                // Padding (the end token, repeated) is most positions and trivially read back:
-                // only the caption's own words count.
-                let (_, _, dim) = context.dims3()?;
-                let ids = ids.flatten_all()?;
-                let logits = context.reshape((b * len, dim))?.matmul(directions)?;
-                let read = candle_nn::ops::log_softmax(&logits, D::Minus1)?
-                    .gather(&ids.unsqueeze(1)?, 1)?
-                    .squeeze(1)?;
-                let words = ids.ne(self.tokenizer.eos())?.to_dtype(DType::F32)?;
-                let count = words.sum_all()?.to_scalar::<f32>()?.max(1.0);
-                Some(((read * words)?.sum_all()? * (-*weight / count as f64))?)
+                Some((self.word_loss(&ids, &context, directions)?, *weight))
             }
             None => None,
         };
@@ -438,21 +455,71 @@ impl Trainer {
             err = err.broadcast_mul(w)?;
         }
         let per_row = err.flatten_from(1)?.mean(D::Minus1)?;
-        let loss = (per_row * weight)?.mean_all()?;
-        match words {
-            Some(words) => loss + words,
-            None => Ok(loss),
+        Ok(DiffusionLoss {
+            picture: (per_row * weight)?.mean_all()?,
+            words,
+        })
+    }
+
+    /// The captions' token ids (one padded row each, flattened) and the text encoder's output
+    /// for them: `[captions, tokens, dim]`.
+    fn encode_batch(&self, captions: &[&str]) -> Result<(Vec<u32>, Tensor)> {
+        let mut ids = Vec::with_capacity(captions.len());
+        for caption in captions {
+            ids.push(
+                self.tokenizer
+                    .encode(caption)
+                    .map_err(candle_core::Error::Msg)?,
+            );
         }
+        let len = ids[0].len();
+        let ids = ids.concat();
+        let tensor = Tensor::from_vec(ids.clone(), (captions.len(), len), &self.dev)?;
+        let context = self.clip.1.forward(&tensor, self.tokenizer.eos())?.last;
+        Ok((ids, context))
+    }
+
+    /// The mean cross-entropy of reading each caption word back from `context` along its
+    /// direction. The start token (the same output for every caption) and the padding (the end
+    /// token repeated, most positions) are read back trivially: only the caption's own words
+    /// count.
+    fn word_loss(&self, ids: &[u32], context: &Tensor, directions: &Tensor) -> Result<Tensor> {
+        let (b, len, dim) = context.dims3()?;
+        let eos = self.tokenizer.eos();
+        let counted: Vec<f32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| f32::from(u8::from(i % len != 0 && id != eos)))
+            .collect();
+        let count = counted.iter().sum::<f32>().max(1.0);
+        let counted = Tensor::from_vec(counted, b * len, &self.dev)?;
+        let ids = Tensor::from_vec(ids.to_vec(), (b * len, 1), &self.dev)?;
+        let logits = context.reshape((b * len, dim))?.matmul(directions)?;
+        let read = candle_nn::ops::log_softmax(&logits, D::Minus1)?
+            .gather(&ids, 1)?
+            .squeeze(1)?;
+        (read * counted)?.sum_all()? * (-1.0 / count as f64)
     }
 
     /// The text encoder's output for `caption`: `[1, tokens, dim]`.
     pub fn encode_caption(&self, caption: &str) -> Result<Tensor> {
-        let ids = self
-            .tokenizer
-            .encode(caption)
-            .map_err(candle_core::Error::Msg)?;
-        let ids = Tensor::from_vec(ids.clone(), (1, ids.len()), &self.dev)?;
-        Ok(self.clip.1.forward(&ids, self.tokenizer.eos())?.last)
+        Ok(self.encode_batch(&[caption])?.1)
+    }
+
+    /// The text encoder's output at `word`'s first place in `caption`: `[dim]`.
+    pub fn output_at_word(&self, caption: &str, word: &str) -> Result<Tensor> {
+        let tokens = |text: &str| self.tokenizer.encode(text).map_err(candle_core::Error::Msg);
+        // The word alone: <|startoftext|> WORD <|endoftext|>...
+        let id = tokens(word)?[1];
+        let at = tokens(caption)?
+            .iter()
+            .position(|&t| t == id)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!("{word:?} is not a word of {caption:?}"))
+            })?;
+        self.encode_caption(caption)?
+            .narrow(1, at, 1)?
+            .flatten_all()
     }
 
     /// What the UNet makes of `z0` noised to timestep `t` (noise from `seed`) under `caption`:
@@ -676,6 +743,24 @@ mod tests {
         );
     }
 
+    /// `output_at_word` finds the word wherever the caption has it (what `evaluate_shapes
+    /// --words` compares), folding phrasing as the tokenizer does, and says so when it is absent.
+    #[test]
+    fn the_output_at_a_word_is_the_encoders_output_there() {
+        let trainer = committed_trainer();
+        let caption = "A large red Squares on a blue background";
+        let whole = trainer.encode_caption(caption).unwrap();
+        // <|startoftext|> a large red square
+        let expected = whole.narrow(1, 4, 1).unwrap().flatten_all().unwrap();
+        let found = trainer.output_at_word(caption, "square").unwrap();
+        assert_eq!(max_abs(&(found - expected).unwrap()), 0.0);
+        let blue = trainer.output_at_word(caption, "blue").unwrap();
+        let at_blue = whole.narrow(1, 7, 1).unwrap().flatten_all().unwrap();
+        assert_eq!(max_abs(&(blue - at_blue).unwrap()), 0.0);
+        let absent = trainer.output_at_word(caption, "star").unwrap_err();
+        assert!(absent.to_string().contains("\"star\" is not a word of"), "{absent}");
+    }
+
     /// The word loss parts the text encoder's outputs for two words it gives the same output
     /// ("square" made to embed as "circle", as a model trained without the loss nearly did:
     /// cosine 0.994 at the shape word), where the same steps without it leave them together.
@@ -710,12 +795,10 @@ mod tests {
                     .diffusion_step(&z0, &captions, None, 0.0, &mut opt, &mut rng)
                     .unwrap();
             }
-            // The shape word's output (after the start token, "a" and "red").
-            let at_word = |caption: &str| {
-                let out = trainer.encode_caption(caption).unwrap();
-                out.narrow(1, 3, 1).unwrap().flatten_all().unwrap()
-            };
-            let (a, b) = (at_word(&captions[0]), at_word(&captions[1]));
+            let (a, b) = (
+                trainer.output_at_word(&captions[0], "circle").unwrap(),
+                trainer.output_at_word(&captions[1], "square").unwrap(),
+            );
             let dot = |x: &Tensor, y: &Tensor| {
                 (x * y)
                     .unwrap()
@@ -751,10 +834,10 @@ mod tests {
             };
             let whole = loss_of(0, rows).unwrap();
             let expected = whole.backward().unwrap();
-            let (grads, report) = in_halves(rows, |start, len| {
+            let (grads, [report]) = in_halves(rows, |start, len| {
                 let loss = loss_of(start, len)?;
                 let r = loss.to_scalar::<f32>()?;
-                Ok((loss, r))
+                Ok((loss, [r]))
             })
             .unwrap();
             let (g, e) = (
@@ -769,7 +852,7 @@ mod tests {
                 "{rows} rows: {report} vs {mean}"
             );
         }
-        let empty = in_halves(0, |_, _| -> Result<(Tensor, f32)> {
+        let empty = in_halves(0, |_, _| -> Result<(Tensor, [f32; 1])> {
             unreachable!("no rows to run")
         });
         assert!(empty.is_err());
