@@ -12,7 +12,8 @@
 //! most any diffusion model on that VAE can score; `--latent-noise N` adds Gaussian noise of
 //! standard deviation N to the scaled latents before decoding, N = 0.05 being a fifth of theirs:
 //! which shapes survive latents a little off; `--words` shows how far apart the model keeps
-//! each shape word from "circle", in its text encoder's output and in what the UNet paints;
+//! each shape word from "circle", in its text encoder's output, in the UNet's estimate and in
+//! the pictures it paints from the same seeds (8 from `--seed`, default 1);
 //! `--paint PROMPT` (repeatable) with `--save DIR` and `--seed S` only paints those prompts.)
 
 use std::path::{Path, PathBuf};
@@ -39,14 +40,9 @@ fn main() -> Result<()> {
     };
     let save = flag("--save").map(PathBuf::from);
     let guidance: Option<f64> = flag("--guidance").map(|g| g.parse()).transpose()?;
-    let seed: u64 = flag("--seed")
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(SEED);
+    let given_seed: Option<u64> = flag("--seed").map(|s| s.parse()).transpose()?;
+    let seed = given_seed.unwrap_or(SEED);
     let models = std::env::var("EASEL_MODELS_DIR").unwrap_or_else(|_| "models".into());
-    if args.iter().any(|a| a == "--words") {
-        return judge_words(Path::new(&models));
-    }
     if args.iter().any(|a| a == "--vae") {
         let latent_noise: f64 = flag("--latent-noise")
             .map(|n| n.parse())
@@ -75,6 +71,13 @@ fn main() -> Result<()> {
         };
         engine.generate(&req, &mut |_| {}, &AtomicBool::new(false))
     };
+    if args.iter().any(|a| a == "--words") {
+        return judge_words(
+            Path::new(&models),
+            given_seed.unwrap_or(1),
+            |prompt, seed| Ok(paint(prompt, 128, seed)?),
+        );
+    }
     let prompts: Vec<&String> = args
         .windows(2)
         .filter(|w| w[0] == "--paint")
@@ -167,10 +170,16 @@ fn load_trainer(models: &Path) -> Result<Trainer> {
 }
 
 /// How the model tells each shape word from "circle", for a large red shape on blue: the
-/// cosine between the text encoder's outputs at the word, and how far the UNet's estimate of
+/// cosine between the text encoder's outputs at the word, how far the UNet's estimate of
 /// the picture moves from the circle's latents towards the shape's when only the word changes
-/// (starting halfway between the two, at three noise levels; 1 = all the way, 0 = not at all).
-fn judge_words(models: &Path) -> Result<()> {
+/// (starting halfway between the two, at three noise levels; 1 = all the way, 0 = not at all),
+/// and how many pixels of the pictures painted from the same seeds differ from the circle's,
+/// against how many of the scenes drawn with the same jitter do.
+fn judge_words(
+    models: &Path,
+    seed: u64,
+    paint: impl Fn(&str, u64) -> Result<image::RgbImage>,
+) -> Result<()> {
     let trainer = load_trainer(models)?;
     let caption = |shape: Shape| format!("a large red {} on a blue background", shape.name());
     let at_word = |shape: Shape| -> Result<Tensor> {
@@ -179,11 +188,31 @@ fn judge_words(models: &Path) -> Result<()> {
     let dot = |a: &Tensor, b: &Tensor| -> Result<f32> { Ok((a * b)?.sum_all()?.to_scalar()?) };
     let latents = |shape: Shape| -> Result<Tensor> {
         let img = Scene::red_on_blue(shape, Some(Size::Large))
-            .render(128, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+            .render(128, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
         Ok(trainer.latents(&[img])?)
     };
+    // Pixels where two pictures differ plainly (by more than a quarter of the range).
+    let differ = |a: &image::RgbImage, b: &image::RgbImage| {
+        a.pixels()
+            .zip(b.pixels())
+            .filter(|(p, q)| p.0.iter().zip(q.0).any(|(&x, y)| x.abs_diff(y) > 64))
+            .count()
+    };
+    const SEEDS: u64 = 8;
+    let seeds = seed..seed + SEEDS;
+    let drawn = |shape: Shape, seed: u64| {
+        Scene::red_on_blue(shape, Some(Size::Large))
+            .render(128, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    };
+    let painted_circles = seeds
+        .clone()
+        .map(|s| paint(&caption(Shape::Circle), s))
+        .collect::<Result<Vec<_>>>()?;
     let (circle, circle_words) = (latents(Shape::Circle)?, at_word(Shape::Circle)?);
-    println!("shape word: cosine to \"circle\" at the word; picture follows the word at t = 800 / 400 / 100");
+    println!(
+        "shape word: cosine to \"circle\" at the word; picture follows the word at t = 800 / 400 / 100; \
+         pixels unlike the circle's, painted from the same {SEEDS} seeds (drawn)"
+    );
     for shape in &Shape::ALL[1..] {
         let words = at_word(*shape)?;
         let cosine = dot(&words, &circle_words)?
@@ -192,14 +221,25 @@ fn judge_words(models: &Path) -> Result<()> {
         let halfway = (&circle + (&apart * 0.5)?)?;
         let mut follows = Vec::new();
         for t in [800, 400, 100] {
-            let moved = (trainer.clean_estimate(&halfway, t, &caption(*shape), 1)?
-                - trainer.clean_estimate(&halfway, t, &caption(Shape::Circle), 1)?)?;
+            let moved = (trainer.clean_estimate(&halfway, t, &caption(*shape), seed)?
+                - trainer.clean_estimate(&halfway, t, &caption(Shape::Circle), seed)?)?;
             follows.push(format!(
                 "{:.2}",
                 dot(&moved, &apart)? / dot(&apart, &apart)?
             ));
         }
-        println!("{:>9}: {cosine:.3}; {}", shape.name(), follows.join(" / "));
+        let (mut painted, mut drawn_apart) = (0, 0);
+        for (s, circle_picture) in seeds.clone().zip(&painted_circles) {
+            painted += differ(&paint(&caption(*shape), s)?, circle_picture);
+            drawn_apart += differ(&drawn(*shape, s), &drawn(Shape::Circle, s));
+        }
+        println!(
+            "{:>9}: {cosine:.3}; {}; {} px ({} px)",
+            shape.name(),
+            follows.join(" / "),
+            painted / SEEDS as usize,
+            drawn_apart / SEEDS as usize
+        );
     }
     Ok(())
 }

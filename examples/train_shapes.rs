@@ -3,7 +3,8 @@
 //! captions come from `easel::scenes`, rendered on the fly; prompts the evaluator uses are held
 //! out. Seeded: the same command on the same machine writes the same files.
 //!
-//! Usage: `cargo run --release --features ssr --example train_shapes [-- <models dir>]`
+//! Usage: `cargo run --release --features ssr --example train_shapes [-- <models dir>]` (steps
+//! 1-3 of models/README.md; `scripts/train-shapes.sh` adds step 4's continuations on twins).
 //! Steps can be set with EASEL_VAE_STEPS and EASEL_DIFFUSION_STEPS, the batch of diffusion steps
 //! with EASEL_BATCH (for trying things out);
 //! EASEL_RESUME_FROM=<models dir> continues the diffusion training of the model written there;
@@ -14,7 +15,10 @@
 //! more; EASEL_SHAPE_ODDS="square=3,star=2" draws diffusion scenes holding those shapes that
 //! many times as often; EASEL_WORD_WEIGHT=<x> adds x times the word loss that keeps the text
 //! encoder's outputs for different words apart (`Trainer::keep_words_apart`) from diffusion
-//! step EASEL_WORD_FROM (models/README.md: all tried).
+//! step EASEL_WORD_FROM (its directions drawn from EASEL_WORD_SEED, default the seed);
+//! EASEL_TWIN_WEIGHT=<x> trains on pairs of scenes that differ in one object's shape, adding x
+//! times the twin loss (`Trainer::contrast_twins`) (models/README.md: step 4 uses the word
+//! loss, the shape weight and twins; the other knobs were tried).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -54,11 +58,11 @@ const LATENT_STD: f64 = 0.25;
 const OBJECT_WEIGHT: f32 = 4.0;
 
 const MODEL_TOML: &str = r#"# The default model: paints simple scenes of coloured shapes (see models/README.md).
-# SD 1.5's architecture at tiny size, trained from scratch by
-# `cargo run --release --features ssr --example train_shapes`.
+# SD 1.5's architecture at tiny size, trained from scratch by `bash scripts/train-shapes.sh`
+# (examples/train_shapes.rs, then three continuations on twins).
 kind = "sd15"
-description = "Shapes (in training): paints the background and object colours asked for, mostly in place; about half of the shapes (rings and triangles best, others often blobs)"
-generated_by = "cargo run --release --features ssr --example train_shapes"
+description = "Shapes (in training): paints the background and object colours asked for, mostly in place; about six shapes in ten (rings, triangles and hearts best, stars often blobs)"
+generated_by = "bash scripts/train-shapes.sh"
 dtype = "f16"
 scheduler = "ddim"
 # v-prediction: at high noise the UNet predicts the picture itself, where only the prompt can
@@ -120,12 +124,12 @@ fn model_toml(vae_scale: f64) -> String {
     }
 }
 
-/// The number in environment variable `name`, or `default` when it is unset or not one.
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The variable's value, or `default` when it is not set; an error when it does not parse.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(value) => value.trim().parse().map_err(|_| anyhow::anyhow!("{name}={value:?} is not a {}", std::any::type_name::<T>())),
+        Err(_) => Ok(default),
+    }
 }
 
 /// Word-level: the scene vocabulary, case and common variants folded in, anything else `<unk>`.
@@ -179,11 +183,30 @@ fn main() -> Result<()> {
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = parse_model_spec(&model_toml(1.0), NAME, &dir)?;
-    let seed = env_or("EASEL_SEED", SEED);
+    let seed = env_or("EASEL_SEED", SEED)?;
     let mut trainer = Trainer::new(spec, tok, seed).map_err(|e| anyhow::anyhow!(e))?;
     let [c, u, v] = trainer.parameter_counts();
     println!("parameters: text encoder {c}, UNet {u}, VAE {v}");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // The diffusion stage's settings, checked before an hour of VAE training.
+    let steps = env_or("EASEL_DIFFUSION_STEPS", 9000)?;
+    let batch = env_or("EASEL_BATCH", BATCH)?;
+    let shape_weight = env_or("EASEL_SHAPE_WEIGHT", 0f32)?;
+    let odds = shape_odds(&std::env::var("EASEL_SHAPE_ODDS").unwrap_or_default())?;
+    let word_weight = env_or("EASEL_WORD_WEIGHT", 0f64)?;
+    // From scratch the word loss held colours back (the UNet learns them early); it is
+    // switched on once they are learnt.
+    let word_from = env_or("EASEL_WORD_FROM", 0usize)?;
+    // The words' directions must stay those a resumed run learnt them along, whatever its seed.
+    let word_seed = env_or("EASEL_WORD_SEED", seed)?;
+    if word_weight > 0.0 && word_from >= steps {
+        anyhow::bail!("EASEL_WORD_FROM={word_from} is past the last of {steps} diffusion steps: the word loss would never be on");
+    }
+    let twin_weight = env_or("EASEL_TWIN_WEIGHT", 0f64)?;
+    let twins = twin_weight > 0.0;
+    if twins && !batch.is_multiple_of(4) {
+        anyhow::bail!("EASEL_TWIN_WEIGHT needs EASEL_BATCH a multiple of 4 (whole pairs in each half-batch), not {batch}");
+    }
     let started = Instant::now();
 
     // EASEL_RESUME_FROM=<models dir>: continue from the model written there (no VAE phase).
@@ -205,7 +228,7 @@ fn main() -> Result<()> {
     let vae_steps = if resume.is_some() || vae_from.is_some() {
         0
     } else {
-        env_or("EASEL_VAE_STEPS", 1900)
+        env_or("EASEL_VAE_STEPS", 1900)?
     };
     let mut opt = trainer.vae_optimizer(1e-3)?;
     for step in 0..vae_steps {
@@ -238,14 +261,10 @@ fn main() -> Result<()> {
         println!("latent scale {scale:.5}");
     }
 
-    let steps = env_or("EASEL_DIFFUSION_STEPS", 9000);
-    let batch = env_or("EASEL_BATCH", BATCH);
-    let shape_weight = env_or("EASEL_SHAPE_WEIGHT", 0f32);
-    let odds = shape_odds(&std::env::var("EASEL_SHAPE_ODDS").unwrap_or_default())?;
-    let word_weight = env_or("EASEL_WORD_WEIGHT", 0f64);
-    // From scratch the word loss held colours back (the UNet learns them early); it is
-    // switched on once they are learnt.
-    let word_from = env_or("EASEL_WORD_FROM", 0usize);
+    if twins {
+        trainer.contrast_twins(twin_weight);
+    }
+    let drawing = Drawing { shape_weight, odds, twins };
     trainer.start_averaging()?;
     // A resumed run starts lower: the weights are past the early, large steps.
     let peak = if resume.is_some() { 3e-4 } else { 1e-3 };
@@ -253,24 +272,32 @@ fn main() -> Result<()> {
     // Encoding is a third of a step's work, so scenes are encoded FRESH at a time into a pool
     // of recent ones and each batch is drawn from the pool (each caption phrased anew).
     let mut pool: VecDeque<Pooled> = VecDeque::with_capacity(POOL);
-    while pool.len() < POOL / 4 {
-        add_to_pool(&mut pool, &trainer, 32, (shape_weight, &odds), &mut rng)?;
+    while pool.len() < drawing.pool_size() / 4 {
+        add_to_pool(&mut pool, &trainer, 32, &drawing, &mut rng)?;
     }
     for step in 0..steps {
         opt.set_learning_rate(lr(peak, step, steps));
         if step == word_from && word_weight > 0.0 {
-            trainer.keep_words_apart(word_weight, seed)?;
+            trainer.keep_words_apart(word_weight, word_seed)?;
         }
-        add_to_pool(&mut pool, &trainer, FRESH, (shape_weight, &odds), &mut rng)?;
-        let picked: Vec<usize> = (0..batch)
-            .map(|_| rng.random_range(0..pool.len()))
+        add_to_pool(&mut pool, &trainer, FRESH, &drawing, &mut rng)?;
+        // Twins follow their scene in the batch, phrased alike (the same random state).
+        let picked: Vec<&Pooled> = (0..if twins { batch / 2 } else { batch })
+            .map(|_| &pool[rng.random_range(0..pool.len())])
             .collect();
-        let z0 = Tensor::cat(&picked.iter().map(|&i| &pool[i].latent).collect::<Vec<_>>(), 0)?;
-        let weight = Tensor::cat(&picked.iter().map(|&i| &pool[i].weight).collect::<Vec<_>>(), 0)?;
-        let captions: Vec<String> = picked
-            .iter()
-            .map(|&i| pool[i].scene.caption(&mut rng))
-            .collect();
+        let mut rows: Vec<&Pooled> = Vec::with_capacity(batch);
+        let mut captions: Vec<String> = Vec::with_capacity(batch);
+        for picked in picked {
+            let phrasing = rng.clone();
+            captions.push(picked.scene.caption(&mut rng));
+            rows.push(picked);
+            if let Some(twin) = &picked.twin {
+                captions.push(twin.scene.caption(&mut phrasing.clone()));
+                rows.push(twin);
+            }
+        }
+        let z0 = Tensor::cat(&rows.iter().map(|p| &p.latent).collect::<Vec<_>>(), 0)?;
+        let weight = Tensor::cat(&rows.iter().map(|p| &p.weight).collect::<Vec<_>>(), 0)?;
         let r = trainer.diffusion_step(&z0, &captions, Some(&weight), 0.1, &mut opt, &mut rng)?;
         report("diffusion", step, steps, &r, started);
         if (step + 1) % 300 == 0 && step + 1 < steps {
@@ -299,8 +326,9 @@ fn lr(peak: f64, step: usize, total: usize) -> f64 {
 fn report(phase: &str, step: usize, total: usize, r: &StepReport, started: Instant) {
     if step % 50 == 0 || step + 1 == total {
         let words = r.word_loss.map(|w| format!(" words {w:.4}")).unwrap_or_default();
+        let twins = r.twin_loss.map(|t| format!(" twins {t:.4}")).unwrap_or_default();
         println!(
-            "{phase} {}/{total} loss {:.4}{words} ({:.0} s)",
+            "{phase} {}/{total} loss {:.4}{words}{twins} ({:.0} s)",
             step + 1,
             r.loss,
             started.elapsed().as_secs_f64()
@@ -315,11 +343,32 @@ fn write(trainer: &Trainer, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A training scene encoded: its latents, and the weight of each latent pixel's error.
+/// A training scene encoded: its latents, and the weight of each latent pixel's error; with
+/// twins, its twin (`Scene::twin`) rendered with the same jitter.
 struct Pooled {
     latent: Tensor,
     weight: Tensor,
     scene: Scene,
+    twin: Option<Box<Pooled>>,
+}
+
+/// How diffusion scenes are drawn and weighed.
+struct Drawing {
+    shape_weight: f32,
+    odds: [f32; Shape::ALL.len()],
+    twins: bool,
+}
+
+impl Drawing {
+    /// Scenes (with their twins) kept in the pool: twins hold two latents per scene, and half
+    /// as many scenes keep each for as many steps as without.
+    fn pool_size(&self) -> usize {
+        if self.twins {
+            POOL / 2
+        } else {
+            POOL
+        }
+    }
 }
 
 /// How often scenes holding each shape are drawn, in `Shape::ALL`'s order, from
@@ -347,25 +396,40 @@ fn draw_scene(odds: &[f32; Shape::ALL.len()], rng: &mut ChaCha8Rng) -> Scene {
     }
 }
 
-/// Renders and encodes `n` new training scenes into the pool, dropping the oldest beyond POOL.
-fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, (shape_weight, odds): (f32, &[f32; Shape::ALL.len()]), rng: &mut ChaCha8Rng) -> Result<()> {
-    let scenes: Vec<Scene> = (0..n).map(|_| draw_scene(odds, rng)).collect();
-    let (images, weights): (Vec<_>, Vec<_>) = scenes
-        .iter()
-        .map(|s| {
-            let rendered = s.render_with_coverage(SIDE, rng);
-            let weight = latent_weight(&rendered, shape_weight);
-            (rendered.image, weight)
-        })
-        .unzip();
+/// Renders and encodes `n` new training scenes (with twins, `n / 2` and their twins) into the
+/// pool, dropping the oldest beyond its size.
+fn add_to_pool(pool: &mut VecDeque<Pooled>, trainer: &Trainer, n: usize, drawing: &Drawing, rng: &mut ChaCha8Rng) -> Result<()> {
+    let mut scenes: Vec<Scene> = Vec::with_capacity(n);
+    let (mut images, mut weights) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut render = |scene: Scene, rng: &mut ChaCha8Rng| {
+        let rendered = scene.render_with_coverage(SIDE, rng);
+        weights.push(latent_weight(&rendered, drawing.shape_weight));
+        images.push(rendered.image);
+        scenes.push(scene);
+    };
+    let drawn: Vec<Scene> = (0..if drawing.twins { n / 2 } else { n }).map(|_| draw_scene(&drawing.odds, rng)).collect();
+    for scene in drawn {
+        if drawing.twins {
+            let twin = scene.twin(rng);
+            let jitter = rng.clone();
+            render(scene, rng);
+            render(twin, &mut jitter.clone());
+        } else {
+            render(scene, rng);
+        }
+    }
     let z = trainer.latents(&images)?;
-    for ((i, scene), weight) in scenes.into_iter().enumerate().zip(weights) {
-        pool.push_back(Pooled {
-            latent: z.narrow(0, i, 1)?.contiguous()?,
-            weight: weight?,
-            scene,
-        });
-        if pool.len() > POOL {
+    let mut encoded = scenes.into_iter().zip(weights).enumerate().map(|(i, (scene, weight))| -> Result<Pooled> {
+        Ok(Pooled { latent: z.narrow(0, i, 1)?.contiguous()?, weight: weight?, scene, twin: None })
+    });
+    while let Some(first) = encoded.next() {
+        let mut pooled = first?;
+        if drawing.twins {
+            let twin = encoded.next().context("every scene has its twin")??;
+            pooled.twin = Some(Box::new(twin));
+        }
+        pool.push_back(pooled);
+        if pool.len() > drawing.pool_size() {
             pool.pop_front();
         }
     }

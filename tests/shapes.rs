@@ -61,9 +61,9 @@ fn the_default_model_paints_the_colours_and_places_asked_for() {
     assert!(report.position.share() >= 0.65, "{table}");
 }
 
-/// The one floor the committed model does not meet yet: it paints objects as blobs.
+/// The floor the committed model meets by one object only: it still paints many stars as blobs.
 #[test]
-#[ignore = "issue 10's goal, not met yet: on these 40 prompts the committed model paints colours (96 %), backgrounds (100 %) and places (85 %) but not yet three shapes in four (61 %); see models/README.md; run with --ignored"]
+#[ignore = "issue 10's goal, not met yet: on these 40 prompts the committed model paints colours (96 %), backgrounds (100 %) and places (88 %), and 67 % of shapes, one object above this floor (too thin a margin for CI: a last-digit change in the maths can move it), and 60 % of the shapes of the 200 report prompts, against the goal of 75 %; see models/README.md; run with --ignored"]
 fn the_default_model_paints_the_shapes_asked_for() {
     let report = forty_held_out();
     assert!(report.shape.share() >= 0.65, "{}", report.table());

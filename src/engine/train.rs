@@ -91,6 +91,8 @@ pub struct Trainer {
     /// A fixed random direction per vocabulary word and the weight of the loss that keeps each
     /// token's output near its word's direction (`keep_words_apart`).
     word_directions: Option<(Tensor, f64)>,
+    /// The weight of the twin loss (`contrast_twins`): rows come in pairs.
+    twin_weight: Option<f64>,
 }
 
 /// What one step reports.
@@ -99,22 +101,27 @@ pub struct StepReport {
     pub loss: f32,
     /// The word loss beside it, unweighted, when [`Trainer::keep_words_apart`] is on.
     pub word_loss: Option<f32>,
+    /// The twin loss, unweighted, when [`Trainer::contrast_twins`] is on.
+    pub twin_loss: Option<f32>,
 }
 
-/// The two parts of [`Trainer::diffusion_loss`]: the picture's, and the word loss with its
-/// weight when [`Trainer::keep_words_apart`] is on.
+/// The parts of [`Trainer::diffusion_loss`]: the picture's, and with their weights the word
+/// loss when [`Trainer::keep_words_apart`] is on and the twin loss when
+/// [`Trainer::contrast_twins`] is.
 pub struct DiffusionLoss {
     pub picture: Tensor,
     pub words: Option<(Tensor, f64)>,
+    pub twins: Option<(Tensor, f64)>,
 }
 
 impl DiffusionLoss {
     /// What the gradients are taken of.
     pub fn total(&self) -> Result<Tensor> {
-        match &self.words {
-            Some((words, weight)) => &self.picture + (words * *weight)?,
-            None => Ok(self.picture.clone()),
+        let mut total = self.picture.clone();
+        for (part, weight) in self.words.iter().chain(&self.twins) {
+            total = (total + (part * *weight)?)?;
         }
+        Ok(total)
     }
 }
 
@@ -196,6 +203,7 @@ impl Trainer {
             latent_scale: 1.0,
             steps: 0,
             word_directions: None,
+            twin_weight: None,
         })
     }
 
@@ -240,6 +248,7 @@ impl Trainer {
         Ok(StepReport {
             loss: l1,
             word_loss: None,
+            twin_loss: None,
         })
     }
 
@@ -310,6 +319,18 @@ impl Trainer {
         Ok(())
     }
 
+    /// Adds to the diffusion loss `weight` x the twin loss: rows come in pairs (0 and 1, 2 and
+    /// 3, ...; a batch a multiple of four, so that each half-batch holds whole pairs) whose
+    /// latents differ in one object's shape and whose captions differ in its word, noised alike
+    /// (the same timestep and noise, the caption dropped for both or neither); the twin loss is
+    /// the weighted squared difference of the pair's errors, which is the error in how the
+    /// prediction changes with the word. In the plain loss that change is a small part (a
+    /// square's corners) of a large error the pair shares (the noise it has not yet removed), and
+    /// the model learnt to paint one blob for "circle" and "square".
+    pub fn contrast_twins(&mut self, weight: f64) {
+        self.twin_weight = Some(weight);
+    }
+
     /// Starts the moving averages of the text encoder and UNet (call before diffusion steps).
     pub fn start_averaging(&mut self) -> Result<()> {
         self.clip.0.start_average()?;
@@ -333,23 +354,34 @@ impl Trainer {
         rng: &mut ChaCha8Rng,
     ) -> Result<StepReport> {
         let n = self.alphas_cumprod.len();
-        let ts: Vec<usize> = (0..captions.len())
+        let twins = self.twin_weight.is_some();
+        if twins && !captions.len().is_multiple_of(4) {
+            return Err(candle_core::Error::Msg(format!(
+                "twins need a batch of whole pairs in each half (a multiple of 4), not {}",
+                captions.len()
+            )));
+        }
+        let mut ts: Vec<usize> = (0..captions.len())
             .map(|_| rng.random_range(0..n))
             .collect();
+        let mut drop: Vec<bool> = (0..captions.len())
+            .map(|_| rng.random_bool(dropout))
+            .collect();
+        if twins {
+            for i in (1..captions.len()).step_by(2) {
+                ts[i] = ts[i - 1];
+                drop[i] = drop[i - 1];
+            }
+        }
         let dropped: Vec<&str> = captions
             .iter()
-            .map(|c| {
-                if rng.random_bool(dropout) {
-                    ""
-                } else {
-                    c.as_str()
-                }
-            })
+            .zip(&drop)
+            .map(|(c, &d)| if d { "" } else { c.as_str() })
             .collect();
         // Each half draws its noise from its own seed, so the step does not depend on which
         // half finishes first.
         let seeds: [u64; 2] = [rng.random(), rng.random()];
-        let (grads, [loss, word_loss]) = in_halves(captions.len(), |start, len| {
+        let (grads, [loss, word_loss, twin_loss]) = in_halves(captions.len(), |start, len| {
             let mut rng = ChaCha8Rng::seed_from_u64(seeds[usize::from(start > 0)]);
             let weight = where_weight.map(|w| w.narrow(0, start, len)).transpose()?;
             let loss = self.diffusion_loss(
@@ -359,12 +391,14 @@ impl Trainer {
                 weight.as_ref(),
                 &mut rng,
             )?;
+            let part = |p: &Option<(Tensor, f64)>| match p {
+                Some((part, _)) => part.to_scalar::<f32>(),
+                None => Ok(0.0),
+            };
             let report = [
                 loss.picture.to_scalar::<f32>()?,
-                match &loss.words {
-                    Some((words, _)) => words.to_scalar::<f32>()?,
-                    None => 0.0,
-                },
+                part(&loss.words)?,
+                part(&loss.twins)?,
             ];
             Ok((loss.total()?, report))
         })?;
@@ -376,6 +410,7 @@ impl Trainer {
         Ok(StepReport {
             loss,
             word_loss: self.word_directions.is_some().then_some(word_loss),
+            twin_loss: twins.then_some(twin_loss),
         })
     }
 
@@ -402,7 +437,15 @@ impl Trainer {
         rng: &mut ChaCha8Rng,
     ) -> Result<DiffusionLoss> {
         let b = captions.len();
-        let noise = gaussian(rng, z0.dims4()?, &self.dev)?;
+        let (_, channels, height, width) = z0.dims4()?;
+        let noise = match self.twin_weight {
+            // One noise per pair.
+            Some(_) => gaussian(rng, (b / 2, channels, height, width), &self.dev)?
+                .unsqueeze(1)?
+                .broadcast_as((b / 2, 2, channels, height, width))?
+                .reshape((b, channels, height, width))?,
+            None => gaussian(rng, (b, channels, height, width), &self.dev)?,
+        };
         let col = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
             let v: Vec<f32> = ts
                 .iter()
@@ -450,14 +493,34 @@ impl Trainer {
             ),
         };
         let weight = weight.flatten_all()?;
-        let mut err = (pred - &target)?.sqr()?;
+        let error = (pred - &target)?;
+        let mut err = error.sqr()?;
         if let Some(w) = where_weight {
             err = err.broadcast_mul(w)?;
         }
         let per_row = err.flatten_from(1)?.mean(D::Minus1)?;
+        let twins = match self.twin_weight {
+            Some(twin_weight) => {
+                let pairs = error.reshape((b / 2, 2, channels, height, width))?;
+                let mut apart = (pairs.narrow(1, 0, 1)? - pairs.narrow(1, 1, 1)?)?
+                    .squeeze(1)?
+                    .sqr()?;
+                if let Some(pixel_weight) = where_weight {
+                    let pair_pixels = pixel_weight
+                        .reshape((b / 2, 2, 1, height, width))?
+                        .mean(1)?;
+                    apart = apart.broadcast_mul(&pair_pixels)?;
+                }
+                let per_pair = apart.flatten_from(1)?.mean(D::Minus1)?;
+                let pair_weight = weight.reshape((b / 2, 2))?.narrow(1, 0, 1)?.squeeze(1)?;
+                Some(((per_pair * pair_weight)?.mean_all()?, twin_weight))
+            }
+            None => None,
+        };
         Ok(DiffusionLoss {
             picture: (per_row * weight)?.mean_all()?,
             words,
+            twins,
         })
     }
 
@@ -758,7 +821,10 @@ mod tests {
         let at_blue = whole.narrow(1, 7, 1).unwrap().flatten_all().unwrap();
         assert_eq!(max_abs(&(blue - at_blue).unwrap()), 0.0);
         let absent = trainer.output_at_word(caption, "star").unwrap_err();
-        assert!(absent.to_string().contains("\"star\" is not a word of"), "{absent}");
+        assert!(
+            absent.to_string().contains("\"star\" is not a word of"),
+            "{absent}"
+        );
     }
 
     /// The word loss parts the text encoder's outputs for two words it gives the same output
@@ -815,6 +881,62 @@ mod tests {
             with < 0.5,
             "the word loss parts them: cosine {with} against {without}"
         );
+    }
+
+    /// Twins are noised alike: a pair of the same latents and caption has no twin loss, whatever
+    /// its plain loss; a circle's and a square's latents under their own words have one. A batch
+    /// that would split a pair between its halves is refused.
+    #[test]
+    fn twins_share_their_noise_and_differ_in_their_word() {
+        let mut trainer = committed_trainer();
+        trainer.contrast_twins(1.0);
+        let red_on_blue = |inside: &dyn Fn(f32, f32) -> bool| {
+            RgbImage::from_fn(64, 64, |x, y| {
+                let (u, v) = ((x as f32 - 31.5) / 16.0, (y as f32 - 31.5) / 16.0);
+                image::Rgb(if inside(u, v) {
+                    [220, 30, 30]
+                } else {
+                    [30, 50, 220]
+                })
+            })
+        };
+        let images = [
+            red_on_blue(&|u, v| u * u + v * v <= 1.0),
+            red_on_blue(&|u, v| u.abs() <= 0.85 && v.abs() <= 0.85),
+        ];
+        let z = trainer.latents(&images).unwrap();
+        let (circle, square) = (z.narrow(0, 0, 1).unwrap(), z.narrow(0, 1, 1).unwrap());
+        let twin_loss = |pair: [&Tensor; 2], captions: [&str; 2]| {
+            let z0 = Tensor::cat(&pair, 0).unwrap();
+            let loss = trainer
+                .diffusion_loss(
+                    &z0,
+                    &captions,
+                    &[500, 500],
+                    None,
+                    &mut ChaCha8Rng::seed_from_u64(2),
+                )
+                .unwrap();
+            let twins = loss.twins.unwrap().0.to_scalar::<f32>().unwrap();
+            (loss.picture.to_scalar::<f32>().unwrap(), twins)
+        };
+        let (plain, alike) = twin_loss([&circle, &circle], ["a red circle", "a red circle"]);
+        assert!(plain > 0.0, "the pair has an error: {plain}");
+        assert_eq!(alike, 0.0, "the same latents, noise and caption");
+        let (_, apart) = twin_loss([&circle, &square], ["a red circle", "a red square"]);
+        assert!(apart > 0.0, "a circle and a square: {apart}");
+        let captions: Vec<String> = (0..6).map(|_| "a red circle".into()).collect();
+        let z0 = Tensor::cat(&[&circle; 6], 0).unwrap();
+        let mut opt = trainer.diffusion_optimizer(1e-4).unwrap();
+        let refused = trainer.diffusion_step(
+            &z0,
+            &captions,
+            None,
+            0.0,
+            &mut opt,
+            &mut ChaCha8Rng::seed_from_u64(3),
+        );
+        assert!(refused.is_err_and(|e| e.to_string().contains("multiple of 4")));
     }
 
     /// Two half-batches' gradients, added, are the whole batch's (odd sizes too), and the
