@@ -277,7 +277,8 @@ fn missing_weights_say_what_to_put_where() {
     let msg = err.to_string();
     let expected_path = tmp.path().join("shapes/unet.safetensors");
     assert!(msg.contains(&expected_path.display().to_string()), "{msg}");
-    assert!(msg.contains("train_shapes"), "{msg}");
+    // The model's own generated_by: the command that remakes it.
+    assert!(msg.contains("bash scripts/train-shapes.sh"), "{msg}");
     assert!(
         !msg.contains("vae.safetensors"),
         "only missing files are named: {msg}"
